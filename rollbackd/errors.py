@@ -1,0 +1,291 @@
+"""rollbackd's one error tree.
+
+Every failure that rollbackd reports carries a stable ``code`` of the form
+``ERR_<AREA>_<NAME>``. Codes appear in logs, metrics and messages, and operators
+search for them, so a code never changes meaning once released. Edge modules wrap
+SDK exceptions (``raise ... from exc``) so that no third-party exception escapes
+into the core.
+
+::
+
+    RollbackdError                         ERR_INTERNAL
+    ├── ConfigError                        ERR_CONFIG_INVALID
+    │   ├── ConfigNotFound                 ERR_CONFIG_NOT_FOUND
+    │   ├── ConfigSyntaxError              ERR_CONFIG_YAML
+    │   ├── ConfigEmpty                    ERR_CONFIG_EMPTY
+    │   ├── ConfigEnvMissing               ERR_CONFIG_ENV_MISSING
+    │   └── ConfigFileMissing              ERR_CONFIG_FILE_MISSING
+    ├── PrometheusError                    ERR_PROM_FAILED
+    │   ├── PrometheusUnreachable          ERR_PROM_UNREACHABLE
+    │   ├── PrometheusTimeout              ERR_PROM_TIMEOUT
+    │   ├── PrometheusBadQuery             ERR_PROM_BAD_QUERY
+    │   ├── PrometheusExecution            ERR_PROM_EXECUTION
+    │   └── PrometheusBadResponse          ERR_PROM_BAD_RESPONSE
+    ├── KubeError                          ERR_KUBE_FAILED
+    │   ├── KubeUnreachable                ERR_KUBE_UNREACHABLE
+    │   ├── KubeTimeout                    ERR_KUBE_TIMEOUT
+    │   ├── KubeConflict                   ERR_KUBE_CONFLICT
+    │   ├── KubeNotFound                   ERR_KUBE_NOT_FOUND
+    │   ├── KubeForbidden                  ERR_KUBE_FORBIDDEN
+    │   ├── KubeInvalid                    ERR_KUBE_INVALID
+    │   └── KubeGone                       ERR_KUBE_GONE
+    ├── RollbackError                      ERR_ROLLBACK_FAILED
+    │   ├── NoRollbackTarget               ERR_ROLLBACK_NO_TARGET
+    │   └── RolloutNotAvailable            ERR_ROLLBACK_NOT_AVAILABLE
+    ├── DingTalkError                      ERR_DINGTALK_FAILED
+    │   ├── DingTalkUnreachable            ERR_DINGTALK_UNREACHABLE
+    │   ├── DingTalkRateLimited            ERR_DINGTALK_RATE_LIMITED
+    │   ├── DingTalkBadSignature           ERR_DINGTALK_BAD_SIGNATURE
+    │   ├── DingTalkBadToken               ERR_DINGTALK_BAD_TOKEN
+    │   ├── DingTalkKeywordMissing         ERR_DINGTALK_KEYWORD_MISSING
+    │   └── DingTalkRobotDisabled          ERR_DINGTALK_ROBOT_DISABLED
+    └── WebhookError                       ERR_WEBHOOK_FAILED
+        ├── WebhookUnauthorized            ERR_WEBHOOK_UNAUTHORIZED
+        ├── WebhookTooLarge                ERR_WEBHOOK_TOO_LARGE
+        ├── WebhookNotJson                 ERR_WEBHOOK_NOT_JSON
+        └── WebhookBadPayload              ERR_WEBHOOK_BAD_PAYLOAD
+
+``transient`` says whether retrying the same operation later may succeed; the
+outbox and the executors use it to choose between backoff and giving up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+class RollbackdError(Exception):
+    """Base of every error rollbackd raises on purpose."""
+
+    code: ClassVar[str] = "ERR_INTERNAL"
+    transient: ClassVar[bool] = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.message} [{self.code}]"
+
+
+# --- configuration -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong with a configuration file, where it is, and its error code."""
+
+    path: str
+    message: str
+    code: str
+    line: int | None = None
+
+    def render(self, file: str) -> str:
+        """``FILE:LINE: key.path: message [ERR_...]``, the line check-config prints."""
+        where = f"{file}:{self.line}" if self.line is not None else file
+        key = f" {self.path}:" if self.path else ""
+        return f"{where}:{key} {self.message} [{self.code}]"
+
+
+class ConfigError(RollbackdError):
+    """The configuration cannot be used as written; carries every problem found."""
+
+    code = "ERR_CONFIG_INVALID"
+
+    def __init__(self, file: str, problems: list[ConfigProblem]) -> None:
+        super().__init__(f"{file}: {len(problems)} problem(s) in the configuration")
+        self.file = file
+        self.problems = sorted(problems, key=lambda p: (p.line or 0, p.path))
+
+    def lines(self) -> list[str]:
+        return [problem.render(self.file) for problem in self.problems]
+
+
+# The codes below name kinds of ConfigProblem; a load raises one ConfigError holding them.
+
+
+class ConfigNotFound(ConfigError):
+    code = "ERR_CONFIG_NOT_FOUND"
+
+
+class ConfigSyntaxError(ConfigError):
+    code = "ERR_CONFIG_YAML"
+
+
+class ConfigEmpty(ConfigError):
+    code = "ERR_CONFIG_EMPTY"
+
+
+class ConfigEnvMissing(ConfigError):
+    code = "ERR_CONFIG_ENV_MISSING"
+
+
+class ConfigFileMissing(ConfigError):
+    code = "ERR_CONFIG_FILE_MISSING"
+
+
+# --- Prometheus ----------------------------------------------------------------------
+
+
+class PrometheusError(RollbackdError):
+    """A query against Prometheus did not produce a usable answer."""
+
+    code = "ERR_PROM_FAILED"
+
+    def __init__(self, message: str, *, error_type: str = "") -> None:
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class PrometheusUnreachable(PrometheusError):
+    code = "ERR_PROM_UNREACHABLE"
+    transient = True
+
+
+class PrometheusTimeout(PrometheusError):
+    code = "ERR_PROM_TIMEOUT"
+    transient = True
+
+
+class PrometheusBadQuery(PrometheusError):
+    code = "ERR_PROM_BAD_QUERY"
+
+
+class PrometheusExecution(PrometheusError):
+    code = "ERR_PROM_EXECUTION"
+    transient = True
+
+
+class PrometheusBadResponse(PrometheusError):
+    code = "ERR_PROM_BAD_RESPONSE"
+    transient = True
+
+
+# --- Kubernetes ----------------------------------------------------------------------
+
+
+class KubeError(RollbackdError):
+    """The Kubernetes API refused or failed a request."""
+
+    code = "ERR_KUBE_FAILED"
+    transient = True
+
+
+class KubeUnreachable(KubeError):
+    code = "ERR_KUBE_UNREACHABLE"
+
+
+class KubeTimeout(KubeError):
+    code = "ERR_KUBE_TIMEOUT"
+
+
+class KubeConflict(KubeError):
+    code = "ERR_KUBE_CONFLICT"
+
+
+class KubeNotFound(KubeError):
+    code = "ERR_KUBE_NOT_FOUND"
+    transient = False
+
+
+class KubeForbidden(KubeError):
+    code = "ERR_KUBE_FORBIDDEN"
+    transient = False
+
+
+class KubeInvalid(KubeError):
+    code = "ERR_KUBE_INVALID"
+    transient = False
+
+
+class KubeGone(KubeError):
+    code = "ERR_KUBE_GONE"
+
+
+# --- rollbacks -----------------------------------------------------------------------
+
+
+class RollbackError(RollbackdError):
+    """A rollback could not be planned or did not complete."""
+
+    code = "ERR_ROLLBACK_FAILED"
+
+
+class NoRollbackTarget(RollbackError):
+    code = "ERR_ROLLBACK_NO_TARGET"
+
+
+class RolloutNotAvailable(RollbackError):
+    code = "ERR_ROLLBACK_NOT_AVAILABLE"
+
+
+# --- DingTalk ------------------------------------------------------------------------
+
+
+class DingTalkError(RollbackdError):
+    """DingTalk did not accept a message."""
+
+    code = "ERR_DINGTALK_FAILED"
+
+
+class DingTalkUnreachable(DingTalkError):
+    code = "ERR_DINGTALK_UNREACHABLE"
+    transient = True
+
+
+class DingTalkRateLimited(DingTalkError):
+    code = "ERR_DINGTALK_RATE_LIMITED"
+    transient = True
+
+
+class DingTalkBadSignature(DingTalkError):
+    code = "ERR_DINGTALK_BAD_SIGNATURE"
+
+
+class DingTalkBadToken(DingTalkError):
+    code = "ERR_DINGTALK_BAD_TOKEN"
+
+
+class DingTalkKeywordMissing(DingTalkError):
+    code = "ERR_DINGTALK_KEYWORD_MISSING"
+
+
+class DingTalkRobotDisabled(DingTalkError):
+    code = "ERR_DINGTALK_ROBOT_DISABLED"
+
+
+# --- Alertmanager webhook ------------------------------------------------------------
+
+
+class WebhookError(RollbackdError):
+    """An incoming webhook request was refused."""
+
+    code = "ERR_WEBHOOK_FAILED"
+
+
+class WebhookUnauthorized(WebhookError):
+    code = "ERR_WEBHOOK_UNAUTHORIZED"
+
+
+class WebhookTooLarge(WebhookError):
+    code = "ERR_WEBHOOK_TOO_LARGE"
+
+
+class WebhookNotJson(WebhookError):
+    code = "ERR_WEBHOOK_NOT_JSON"
+
+
+class WebhookBadPayload(WebhookError):
+    code = "ERR_WEBHOOK_BAD_PAYLOAD"
+
+
+def all_error_classes() -> list[type[RollbackdError]]:
+    """Every class of the tree, parents before children, for docs and tests."""
+    found: list[type[RollbackdError]] = []
+    pending: list[type[RollbackdError]] = [RollbackdError]
+    while pending:
+        cls = pending.pop(0)
+        found.append(cls)
+        pending.extend(cls.__subclasses__())
+    return found

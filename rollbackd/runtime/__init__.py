@@ -1,0 +1,1 @@
+"""The daemon's process: logging, scheduling, serving, leadership."""

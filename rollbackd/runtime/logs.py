@@ -1,0 +1,137 @@
+"""Logging: one structured stream, JSON in the cluster and readable on a terminal.
+
+Every line carries the context bound with ``bind_contextvars`` (``incident_id``,
+``namespace``, ``deployment``, ``rule``). A redaction processor masks secrets by key
+name, by the shape of well-known tokens in text (DingTalk ``access_token``/``sign``
+query parameters, ``Bearer`` headers) and by value, for every secret the loaded
+configuration holds. Standard-library loggers (kubernetes, urllib3, uvicorn,
+apscheduler) go through the same processors.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "[REDACTED]"
+
+_SECRET_KEY_RE = re.compile(
+    r"(token|secret|password|passwd|authorization|api_key|apikey|app_key|sign)$", re.IGNORECASE
+)
+_SECRET_TEXT_RES = (
+    re.compile(r"(?P<keep>(?:access_token|sign|appkey|appsecret|accessToken)=)[^&\s\"']+"),
+    re.compile(r"(?P<keep>\b(?:Bearer|Basic)\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE),
+    re.compile(r"(?P<keep>x-acs-dingtalk-access-token[\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+", re.I),
+)
+
+
+class Redactor:
+    """A structlog processor that masks secrets wherever they appear in an event."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        # Very short values would mask ordinary words; real secrets are longer.
+        merged = {*self._secrets, *(s for s in secrets if len(s) >= 6)}
+        self._secrets = sorted(merged, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self._secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        for pattern in _SECRET_TEXT_RES:
+            value = pattern.sub(lambda m: m.group("keep") + REDACTED, value)
+        return value
+
+    def value(self, value: object) -> object:
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, MutableMapping):
+            return {k: self.item(str(k), v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
+
+    def item(self, key: str, value: object) -> object:
+        if _SECRET_KEY_RE.search(key) and value not in (None, "", False):
+            return REDACTED
+        return self.value(value)
+
+    def __call__(self, logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+        return {key: self.item(key, value) for key, value in event.items()}
+
+
+REDACTOR = Redactor()
+"""The process-wide redactor; ``configure_logging`` adds the configuration's secrets."""
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+_LEVELS["error"] = logging.ERROR
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+        REDACTOR,
+    ]
+
+
+def configure_logging(
+    *,
+    level: Literal["debug", "info", "warning", "error"] = "info",
+    fmt: Literal["json", "console", "auto"] = "auto",
+    secrets: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    """Set up structlog and the standard library to write one redacted stream.
+
+    ``fmt="auto"`` writes JSON unless the stream is a terminal.
+    """
+    REDACTOR.add(secrets)
+    out = stream or sys.stdout
+    as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+    renderer: Processor = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_shared_processors(),
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(_LEVELS[level])
+    # httpx logs every request URL at INFO, and a DingTalk URL carries the robot's token.
+    for noisy in ("httpx", "httpcore", "urllib3", "kubernetes.client.rest"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A structlog logger named after its module."""
+    return structlog.stdlib.get_logger(name)

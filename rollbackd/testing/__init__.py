@@ -1,0 +1,1 @@
+"""Fakes and real-binary harnesses shipped with rollbackd for its tests and its demo."""

@@ -1,0 +1,244 @@
+"""Start the real Prometheus and Alertmanager binaries for tests and the demo.
+
+Each service gets a free loopback port, its own temporary config and data folders, and is
+stopped by PID. Waiting is bounded: a service that is not ready in time is killed and its
+output is shown in the error.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+PROMETHEUS_BINARIES = ("prometheus",)
+ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
+DEBIAN_PACKAGES = ("prometheus", "prometheus-alertmanager")
+
+
+class ServiceError(RuntimeError):
+    """A test service could not be started."""
+
+
+def find_binary(names: Sequence[str]) -> str | None:
+    """The first of ``names`` found on PATH, or None."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class _Process(ABC):
+    binary: str
+    name: str
+    ready_path: str = "/-/ready"
+    startup_timeout: float = 30.0
+    port: int = field(default_factory=free_port)
+    workdir: Path = field(init=False)
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"rollbackd-{self.name}-"))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "output.log"
+
+    @abstractmethod
+    def arguments(self) -> list[str]:
+        """The binary's command-line flags."""
+
+    def start(self) -> None:
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [self.binary, *self.arguments()],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise ServiceError(f"{self.name} exited at start-up:\n{self.output()}")
+            if self._ready():
+                return
+            time.sleep(0.1)
+        self.stop()
+        raise ServiceError(f"{self.name} not ready in {self.startup_timeout}s:\n{self.output()}")
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + self.ready_path, timeout=1) as answer:  # noqa: S310
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def output(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-4000:]
+        except OSError:
+            return ""
+
+    def reload(self) -> None:
+        """Re-read the configuration file, as SIGHUP does for both binaries."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGHUP)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+        self.process = None
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> _Process:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class Prometheus(_Process):
+    """A real Prometheus scraping the given targets every ``scrape_interval``."""
+
+    def __init__(
+        self,
+        *,
+        scrape_targets: Sequence[str] = (),
+        scrape_interval: str = "1s",
+        rule_files: dict[str, str] | None = None,
+        alertmanagers: Sequence[str] = (),
+        evaluation_interval: str = "1s",
+        binary: str | None = None,
+    ) -> None:
+        found = binary or find_binary(PROMETHEUS_BINARIES)
+        if found is None:
+            raise ServiceError("prometheus is not installed (apt-get install prometheus)")
+        super().__init__(binary=found, name="prometheus")
+        self.scrape_targets = list(scrape_targets)
+        self.scrape_interval = scrape_interval
+        self.evaluation_interval = evaluation_interval
+        self.rule_files = dict(rule_files or {})
+        self.alertmanagers = list(alertmanagers)
+        self.write_config()
+
+    def write_config(self) -> None:
+        """Write prometheus.yml and the rule files; call ``reload`` after changing them."""
+        for name, text in self.rule_files.items():
+            (self.workdir / name).write_text(text)
+        config: dict[str, object] = {
+            "global": {
+                "scrape_interval": self.scrape_interval,
+                "evaluation_interval": self.evaluation_interval,
+            },
+            "rule_files": [str(self.workdir / name) for name in self.rule_files],
+            "scrape_configs": [
+                {
+                    "job_name": "app",
+                    "scrape_interval": self.scrape_interval,
+                    "static_configs": [{"targets": self.scrape_targets}],
+                }
+            ],
+        }
+        if self.alertmanagers:
+            config["alerting"] = {
+                "alertmanagers": [{"static_configs": [{"targets": self.alertmanagers}]}]
+            }
+        (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+    def arguments(self) -> list[str]:
+        return [
+            f"--config.file={self.workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",
+        ]
+
+
+class Alertmanager(_Process):
+    """A real Alertmanager whose one route posts every alert to ``webhook_url``."""
+
+    def __init__(
+        self,
+        *,
+        webhook_url: str,
+        bearer_token: str = "",
+        group_wait: str = "0s",
+        group_interval: str = "1s",
+        repeat_interval: str = "1h",
+        binary: str | None = None,
+    ) -> None:
+        found = binary or find_binary(ALERTMANAGER_BINARIES)
+        if found is None:
+            raise ServiceError(
+                "alertmanager is not installed (apt-get install prometheus-alertmanager)"
+            )
+        super().__init__(binary=found, name="alertmanager")
+        webhook: dict[str, object] = {"url": webhook_url, "send_resolved": True}
+        if bearer_token:
+            webhook["http_config"] = {
+                "authorization": {"type": "Bearer", "credentials": bearer_token}
+            }
+        config = {
+            "route": {
+                "receiver": "rollbackd",
+                "group_by": ["alertname", "namespace", "deployment"],
+                "group_wait": group_wait,
+                "group_interval": group_interval,
+                "repeat_interval": repeat_interval,
+            },
+            "receivers": [{"name": "rollbackd", "webhook_configs": [webhook]}],
+        }
+        (self.workdir / "alertmanager.yml").write_text(yaml.safe_dump(config))
+
+    def arguments(self) -> list[str]:
+        return [
+            f"--config.file={self.workdir / 'alertmanager.yml'}",
+            f"--storage.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            # No gossip: a lone test instance must not look for peers on the network.
+            "--cluster.listen-address=",
+        ]
+
+    @property
+    def address(self) -> str:
+        """host:port, as Prometheus's alerting config wants it."""
+        return f"127.0.0.1:{self.port}"
