@@ -186,7 +186,9 @@ class SampleApp:
         registry.register(self.workload)
         handler = type("Handler", (_Handler,), {"workload": self.workload, "registry": registry})
         self._server = ThreadingHTTPServer((host, port), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def port(self) -> int:

@@ -1,0 +1,98 @@
+"""The values that flow through rollbackd's pipeline, defined once.
+
+signals -> ``QueryResult`` -> rules -> ``Verdict`` -> decisions -> rollbacks -> notifications.
+Every value is immutable; stages take values and a ``now`` and return values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Target:
+    """A Deployment, the unit rollbackd judges and acts on."""
+
+    namespace: str
+    deployment: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.deployment}"
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """A moment, read once from the clock.
+
+    Durations (hold windows, cooldowns) are measured on ``monotonic`` seconds, which never
+    jump; ``wall`` (UTC) is only for showing people when something happened.
+    """
+
+    monotonic: float
+    wall: datetime
+
+    def seconds_since(self, earlier: Instant) -> float:
+        return self.monotonic - earlier.monotonic
+
+
+@dataclass(frozen=True, slots=True)
+class QueryResult:
+    """One instant query's answer, as values per target.
+
+    ``ignored`` counts series that lacked a target label; ``ambiguous`` holds targets that
+    appeared in more than one series (a ``by`` clause that keeps too many labels), whose
+    value cannot be trusted.
+    """
+
+    values: dict[Target, float]
+    ignored: int = 0
+    ambiguous: frozenset[Target] = frozenset()
+    warnings: tuple[str, ...] = ()
+
+
+class RuleState(StrEnum):
+    """Where a (rule, target) pair stands, as in Prometheus alerting rules."""
+
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    FIRING = "firing"
+
+
+class Transition(StrEnum):
+    """What changed at this evaluation."""
+
+    PENDING = "pending"  # inactive -> pending: the breach began
+    FIRING = "firing"  # pending -> firing: the breach held for `for`
+    CLEARED = "cleared"  # pending -> inactive: the breach ended before `for`
+    RESOLVED = "resolved"  # firing -> inactive: no breach for `keep_firing_for`
+
+
+class Reason(StrEnum):
+    """Why a target's value was not compared with the threshold as-is."""
+
+    NONE = ""
+    NO_DATA = "no_data"
+    LOW_TRAFFIC = "low_traffic"
+    AMBIGUOUS = "ambiguous"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A rule's judgement of one target at one evaluation."""
+
+    rule: str
+    target: Target
+    value: float | None
+    op: str
+    threshold: float
+    state: RuleState
+    since: Instant
+    transition: Transition | None = None
+    breaching: bool | None = None  # None: unknown (error or no data under `hold`)
+    reason: Reason = Reason.NONE
+    error_code: str = ""
+    source: str = "prometheus"  # or "alertmanager"
+    labels: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""Rules turn query results into verdicts with hold windows."""

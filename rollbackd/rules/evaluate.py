@@ -1,0 +1,160 @@
+"""Hold windows: one rule's state machine per target, with Prometheus alerting-rule semantics.
+
+::
+
+    inactive --breach--> pending --breach held for `for`--> firing
+        ^                   |                                  |
+        +---- no breach ----+      no breach for `keep_firing_for`
+        +----------------------------------------------------- +
+
+A target is judged ``breaching`` (True), ``not breaching`` (False) or ``unknown`` (None).
+A failed query and a target missing from the result are judged by the rule's ``on_error``
+and ``on_no_data`` policies: ``ok`` is not breaching, ``breach`` is breaching, ``hold``
+is unknown. Unknown changes nothing: a pending target stays pending (its hold keeps
+counting, as Prometheus keeps ``activeAt`` across a failed evaluation) but never fires on
+an unknown tick, and a firing target stays firing.
+
+Pure: time comes in as ``now``; nothing here sleeps or does I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from rollbackd.errors import PrometheusError
+from rollbackd.model import Instant, QueryResult, Reason, RuleState, Target, Transition, Verdict
+from rollbackd.settings import Policy, RuleSettings
+
+COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
+_POLICY: dict[Policy, bool | None] = {"ok": False, "breach": True, "hold": None}
+
+Outcome = QueryResult | PrometheusError
+"""What a query produced: values, or the classified error."""
+
+
+@dataclass(slots=True)
+class _Track:
+    """A target that is pending or firing; inactive targets are not tracked."""
+
+    state: RuleState
+    since: Instant
+    active_since: Instant
+    last_breach: Instant
+
+
+@dataclass(frozen=True, slots=True)
+class _Judgement:
+    value: float | None
+    breaching: bool | None
+    reason: Reason = Reason.NONE
+    error_code: str = ""
+
+
+def holds(op: str, threshold: float, value: float) -> bool:
+    """Whether ``value op threshold`` is true (NaN never is)."""
+    return not math.isnan(value) and COMPARE[op](value, threshold)
+
+
+class RuleEvaluator:
+    """Turns each evaluation's query outcome into verdicts for one rule."""
+
+    def __init__(self, rule: RuleSettings) -> None:
+        self.rule = rule
+        self._for = rule.for_.total_seconds()
+        self._keep = rule.keep_firing_for.total_seconds()
+        self._tracks: dict[Target, _Track] = {}
+
+    @property
+    def firing(self) -> int:
+        """How many targets are firing now."""
+        return sum(track.state is RuleState.FIRING for track in self._tracks.values())
+
+    def evaluate(
+        self, outcome: Outcome, *, now: Instant, traffic: Outcome | None = None
+    ) -> list[Verdict]:
+        """Judge every target seen now or still held, and advance its state machine.
+
+        ``traffic`` is the outcome of the rule's ``min_traffic`` query from the same tick.
+        """
+        if isinstance(outcome, PrometheusError):
+            targets: Iterable[Target] = list(self._tracks)
+        else:
+            targets = {*outcome.values, *outcome.ambiguous, *self._tracks}
+        verdicts = []
+        for target in targets:
+            judgement = self._judge(target, outcome, traffic)
+            transition = self._step(target, judgement.breaching, now)
+            track = self._tracks.get(target)
+            verdicts.append(
+                Verdict(
+                    rule=self.rule.name,
+                    target=target,
+                    value=judgement.value,
+                    op=self.rule.op,
+                    threshold=self.rule.threshold,
+                    state=track.state if track else RuleState.INACTIVE,
+                    since=track.since if track else now,
+                    transition=transition,
+                    breaching=judgement.breaching,
+                    reason=judgement.reason,
+                    error_code=judgement.error_code,
+                )
+            )
+        return verdicts
+
+    def _judge(self, target: Target, outcome: Outcome, traffic: Outcome | None) -> _Judgement:
+        rule = self.rule
+        if isinstance(outcome, PrometheusError):
+            return _Judgement(None, _POLICY[rule.on_error], Reason.ERROR, outcome.code)
+        if target in outcome.ambiguous:
+            return _Judgement(None, _POLICY[rule.on_error], Reason.AMBIGUOUS)
+        value = outcome.values.get(target)
+        if value is None or math.isnan(value):
+            return _Judgement(None, _POLICY[rule.on_no_data], Reason.NO_DATA)
+        if traffic is not None and rule.min_traffic is not None:
+            if isinstance(traffic, PrometheusError):
+                return _Judgement(value, _POLICY[rule.on_error], Reason.ERROR, traffic.code)
+            rate = traffic.values.get(target)
+            if rate is None or not holds(rule.min_traffic.op, rule.min_traffic.threshold, rate):
+                return _Judgement(value, False, Reason.LOW_TRAFFIC)
+        return _Judgement(value, holds(rule.op, rule.threshold, value))
+
+    def _step(self, target: Target, breaching: bool | None, now: Instant) -> Transition | None:
+        if breaching is None:
+            return None
+        if breaching:
+            return self._breach(target, now)
+        return self._no_breach(target, now)
+
+    def _breach(self, target: Target, now: Instant) -> Transition | None:
+        track = self._tracks.get(target)
+        if track is None:
+            state = RuleState.FIRING if self._for <= 0 else RuleState.PENDING
+            self._tracks[target] = _Track(state, now, now, now)
+            return Transition.FIRING if state is RuleState.FIRING else Transition.PENDING
+        track.last_breach = now
+        held = now.seconds_since(track.active_since)
+        if track.state is RuleState.PENDING and held >= self._for:
+            track.state, track.since = RuleState.FIRING, now
+            return Transition.FIRING
+        return None
+
+    def _no_breach(self, target: Target, now: Instant) -> Transition | None:
+        track = self._tracks.get(target)
+        if track is None:
+            return None
+        if track.state is RuleState.PENDING:
+            del self._tracks[target]
+            return Transition.CLEARED
+        if now.seconds_since(track.last_breach) >= self._keep:
+            del self._tracks[target]
+            return Transition.RESOLVED
+        return None

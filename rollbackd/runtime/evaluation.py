@@ -1,0 +1,172 @@
+"""One evaluation cycle: query each rule once, judge every target, count and log it.
+
+The queries of a cycle run concurrently, one per rule (plus its ``min_traffic`` query),
+whatever the number of Deployments. Failures are logged once per outage, not once per
+tick: the first failure logs ``prometheus_query_failed`` with its code, the first success
+after it logs ``prometheus_query_recovered`` with the outage's length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from rollbackd.errors import PrometheusBadQuery, PrometheusError
+from rollbackd.model import Instant, QueryResult, RuleState, Transition, Verdict
+from rollbackd.ports import Clock, MetricsSource
+from rollbackd.rules.evaluate import Outcome, RuleEvaluator
+from rollbackd.runtime.logs import get_logger
+from rollbackd.runtime.telemetry import Telemetry
+from rollbackd.settings import RuleSettings
+
+log = get_logger(__name__)
+
+# Failures of Prometheus itself hit every rule at once: one outage, one log line.
+_SOURCE_WIDE = {"ERR_PROM_UNREACHABLE", "ERR_PROM_TIMEOUT", "ERR_PROM_BAD_RESPONSE"}
+
+
+@dataclass
+class _Outage:
+    code: str
+    began: Instant
+
+
+class RuleRunner:
+    """Evaluates rules against a ``MetricsSource`` and keeps each rule's hold windows."""
+
+    def __init__(
+        self,
+        rules: Sequence[RuleSettings],
+        *,
+        source: MetricsSource,
+        clock: Clock,
+        telemetry: Telemetry,
+    ) -> None:
+        self.rules = list(rules)
+        self._source = source
+        self._clock = clock
+        self._telemetry = telemetry
+        self._evaluators = {rule.name: RuleEvaluator(rule) for rule in self.rules}
+        self._outages: dict[str, _Outage] = {}
+        self.failures: dict[str, PrometheusError] = {}
+        """The failure of each rule's latest evaluation, for rules whose query failed."""
+
+    async def run(self, rules: Sequence[RuleSettings] | None = None) -> list[Verdict]:
+        """Evaluate ``rules`` (all by default) once, concurrently, and return every verdict."""
+        chosen = self.rules if rules is None else rules
+        now = self._clock.now()
+        started = time.perf_counter()
+        batches = await asyncio.gather(*(self._evaluate(rule, now) for rule in chosen))
+        verdicts = [verdict for batch, _ in batches for verdict in batch]
+        log.info(
+            "evaluation_cycle",
+            rules=len(chosen),
+            targets=len(verdicts),
+            pending=sum(v.state is RuleState.PENDING for v in verdicts),
+            firing=sum(v.state is RuleState.FIRING for v in verdicts),
+            failed=sum(failed for _, failed in batches),
+            seconds=round(time.perf_counter() - started, 4),
+        )
+        return verdicts
+
+    async def _evaluate(self, rule: RuleSettings, now: Instant) -> tuple[list[Verdict], bool]:
+        started = time.perf_counter()
+        queries = [self._fetch(rule.expr, rule)]
+        if rule.min_traffic is not None:
+            queries.append(self._fetch(rule.min_traffic.expr, rule))
+        outcome, *traffic = await asyncio.gather(*queries)
+        evaluator = self._evaluators[rule.name]
+        verdicts = evaluator.evaluate(outcome, now=now, traffic=traffic[0] if traffic else None)
+
+        failure = next((o for o in (outcome, *traffic) if isinstance(o, PrometheusError)), None)
+        self._track_outage(rule, failure, now)
+        if failure is None:
+            self.failures.pop(rule.name, None)
+        else:
+            self.failures[rule.name] = failure
+        metrics = self._telemetry
+        metrics.rule_evaluations.labels(rule.name, failure.code if failure else "ok").inc()
+        metrics.rule_evaluation_seconds.labels(rule.name).observe(time.perf_counter() - started)
+        metrics.rules_firing.labels(rule.name).set(evaluator.firing)
+        if isinstance(outcome, QueryResult) and outcome.ignored:
+            metrics.series_ignored.labels(rule.name).inc(outcome.ignored)
+        for verdict in verdicts:
+            if verdict.transition is not None:
+                _log_transition(verdict)
+        return verdicts, failure is not None
+
+    async def _fetch(self, expr: str, rule: RuleSettings) -> Outcome:
+        try:
+            return await self._source.query(expr, target_labels=rule.target_labels)
+        except PrometheusError as exc:
+            return exc
+
+    def _track_outage(
+        self, rule: RuleSettings, failure: PrometheusError | None, now: Instant
+    ) -> None:
+        if failure is None:
+            for key in (rule.name, "*"):
+                outage = self._outages.pop(key, None)
+                if outage is not None:
+                    log.info(
+                        "prometheus_query_recovered",
+                        rule=rule.name if key != "*" else None,
+                        code=outage.code,
+                        outage_seconds=round(now.seconds_since(outage.began), 1),
+                    )
+            return
+        key = "*" if failure.code in _SOURCE_WIDE else rule.name
+        known = self._outages.get(key)
+        if known is not None and known.code == failure.code:
+            return
+        self._outages[key] = _Outage(failure.code, now)
+        log.error(
+            "prometheus_query_failed",
+            rule=rule.name,
+            code=failure.code,
+            error_type=failure.error_type,
+            error=failure.message,
+            policy=rule.on_error,
+        )
+
+
+def _log_transition(verdict: Verdict) -> None:
+    with structlog.contextvars.bound_contextvars(
+        rule=verdict.rule,
+        namespace=verdict.target.namespace,
+        deployment=verdict.target.deployment,
+    ):
+        level = "warning" if verdict.transition is Transition.FIRING else "info"
+        getattr(log, level)(
+            f"rule_{verdict.transition}",
+            value=verdict.value,
+            op=verdict.op,
+            threshold=verdict.threshold,
+            reason=str(verdict.reason) or None,
+        )
+
+
+async def check_rule_syntax(source: MetricsSource, rules: Sequence[RuleSettings]) -> list[str]:
+    """Every rule whose PromQL Prometheus refuses to parse, with Prometheus's message.
+
+    When Prometheus cannot be reached the check is skipped (logged): start-up must not
+    depend on Prometheus being up, and the first tick reports the outage anyway.
+    """
+    problems: list[str] = []
+    for rule in rules:
+        exprs = {"expr": rule.expr}
+        if rule.min_traffic is not None:
+            exprs["min_traffic.expr"] = rule.min_traffic.expr
+        for key, expr in exprs.items():
+            try:
+                await source.check_syntax(expr)
+            except PrometheusBadQuery as exc:
+                problems.append(f"rule {rule.name!r} {key}: {exc.message} [{exc.code}]")
+            except PrometheusError as exc:
+                log.warning("rule_syntax_check_skipped", code=exc.code, error=exc.message)
+                return problems
+    return problems

@@ -1,0 +1,211 @@
+"""Edge: PromQL instant queries through prometheus-api-client.
+
+One call to ``query`` is one HTTP request, whatever the number of Deployments in its
+answer. Series become values per ``Target`` through the rule's ``target_labels``.
+
+prometheus-api-client returns only ``data.result`` and hides Prometheus's ``errorType``
+and ``warnings``. A requests response hook on the session we hand it keeps the raw
+response of the current thread's call, so failures are classified from Prometheus's own
+``errorType`` and warnings are logged. Its retries are switched off: a failed tick is
+judged by the rule's ``on_error`` policy and the next tick tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from pydantic import SecretStr
+from urllib3.util.retry import Retry
+
+from rollbackd.errors import (
+    PrometheusBadQuery,
+    PrometheusBadResponse,
+    PrometheusError,
+    PrometheusExecution,
+    PrometheusTimeout,
+    PrometheusUnreachable,
+)
+from rollbackd.model import QueryResult, Target
+from rollbackd.runtime.logs import get_logger
+from rollbackd.settings import PrometheusSettings, TargetLabels, secret_from
+
+log = get_logger(__name__)
+
+_BY_ERROR_TYPE: dict[str, type[PrometheusError]] = {
+    "bad_data": PrometheusBadQuery,
+    "execution": PrometheusExecution,
+    "timeout": PrometheusTimeout,
+    "canceled": PrometheusTimeout,
+}
+
+
+def _session(settings: PrometheusSettings) -> requests.Session:
+    session = requests.Session()
+    if settings.insecure_skip_verify:
+        session.verify = False
+    elif settings.ca_file:
+        session.verify = settings.ca_file
+    return session
+
+
+def _auth_headers(settings: PrometheusSettings) -> dict[str, str]:
+    token: SecretStr | None = secret_from(settings.bearer_token, settings.bearer_token_file)
+    return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+
+
+def _basic_auth(settings: PrometheusSettings) -> tuple[str, str] | None:
+    auth = settings.basic_auth
+    if auth is None:
+        return None
+    password = secret_from(auth.password, auth.password_file)
+    return (auth.username, password.get_secret_value() if password else "")
+
+
+def to_query_result(series: list[Any], target_labels: TargetLabels) -> QueryResult:
+    """Map an instant vector's series to values per target."""
+    values: dict[Target, float] = {}
+    seen_twice: set[Target] = set()
+    ignored = 0
+    ns_label, name_label = target_labels.namespace, target_labels.deployment
+    for item in series:
+        labels = item.get("metric", {})
+        namespace, name = labels.get(ns_label), labels.get(name_label)
+        if not namespace or not name:
+            ignored += 1
+            continue
+        target = Target(namespace, name)
+        if target in values:
+            seen_twice.add(target)
+        values[target] = float(item["value"][1])  # parses "NaN", "+Inf", "-Inf"
+    for target in seen_twice:
+        del values[target]
+    return QueryResult(values=values, ignored=ignored, ambiguous=frozenset(seen_twice))
+
+
+class PrometheusSource:
+    """A ``MetricsSource`` backed by the Prometheus HTTP API."""
+
+    def __init__(self, settings: PrometheusSettings) -> None:
+        self._settings = settings
+        self._timeout = settings.timeout.total_seconds()
+        self._last = threading.local()
+        self._session = _session(settings)
+        self._session.hooks["response"].append(self._remember)
+        self._client = PrometheusConnect(
+            url=settings.url,
+            headers=_auth_headers(settings),
+            auth=_basic_auth(settings),
+            session=self._session,
+            # read=False re-raises a read timeout as itself, so it is told from a refusal.
+            retry=Retry(total=0, read=False, raise_on_status=False),
+            timeout=self._timeout,
+        )
+
+    def _remember(self, response: requests.Response, *args: object, **kwargs: object) -> None:
+        self._last.response = response
+
+    def close(self) -> None:
+        self._client.close()
+
+    async def query(self, expr: str, *, target_labels: TargetLabels) -> QueryResult:
+        series, warnings = await self._in_thread(self._query_sync, expr)
+        result = to_query_result(series, target_labels)
+        if warnings:
+            log.warning("prometheus_warnings", warnings=list(warnings), expr=expr)
+        return QueryResult(result.values, result.ignored, result.ambiguous, warnings)
+
+    async def check_syntax(self, expr: str) -> None:
+        await self._in_thread(self._format_query_sync, expr)
+
+    async def _in_thread(self, call: Any, expr: str) -> Any:
+        # requests enforces the timeout; the outer bound covers DNS and pool waits too.
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(call, expr), self._timeout + 2)
+        except TimeoutError:
+            raise PrometheusTimeout(
+                f"no answer from Prometheus within {self._timeout:g}s", error_type="timeout"
+            ) from None
+
+    def _query_sync(self, expr: str) -> tuple[list[Any], tuple[str, ...]]:
+        self._last.response = None
+        # Prometheus's own timeout aborts the query server-side, a little before ours.
+        params = {"timeout": f"{max(int(self._timeout * 1000) - 500, 500)}ms"}
+        try:
+            series = self._client.custom_query(expr, params=params)
+            if not all(isinstance(item, dict) and "value" in item for item in series):
+                raise PrometheusBadQuery(
+                    "the query must return an instant vector (one sample per series)",
+                    error_type="bad_data",
+                )
+            return series, self._warnings()
+        except (PrometheusApiClientException, requests.RequestException, KeyError) as exc:
+            raise self._classify(exc) from exc
+        finally:
+            self._last.response = None  # do not keep a large body alive between ticks
+
+    def _format_query_sync(self, expr: str) -> None:
+        try:
+            response = self._session.get(
+                f"{self._settings.url}/api/v1/format_query",
+                params={"query": expr},
+                headers=self._client.headers,
+                auth=self._client.auth,
+                timeout=self._timeout,
+            )
+        except requests.RequestException as exc:
+            raise self._classify(exc) from exc
+        if response.status_code == 404:
+            return  # Prometheus before 2.38 has no format_query: the first tick will tell
+        if response.status_code != 200:
+            raise self._classify(PrometheusApiClientException(f"HTTP {response.status_code}"))
+        self._last.response = None
+
+    def _warnings(self) -> tuple[str, ...]:
+        response = getattr(self._last, "response", None)
+        if response is None or b'"warnings"' not in response.content:
+            return ()
+        return tuple(str(w) for w in response.json().get("warnings", []))
+
+    def _classify(self, exc: Exception) -> PrometheusError:
+        if isinstance(exc, requests.Timeout):
+            return PrometheusTimeout(
+                f"no answer from Prometheus within {self._timeout:g}s", error_type="timeout"
+            )
+        if isinstance(exc, requests.ConnectionError):
+            return PrometheusUnreachable(f"cannot connect to Prometheus at {self._settings.url}")
+        response: requests.Response | None = getattr(self._last, "response", None)
+        if response is None:
+            return PrometheusBadResponse(f"unexpected answer from Prometheus: {exc}")
+        body = _json_or_none(response)
+        if body is None:
+            if response.status_code >= 500:
+                return PrometheusUnreachable(
+                    f"Prometheus answered HTTP {response.status_code} without a JSON body"
+                )
+            return PrometheusBadResponse(
+                f"Prometheus answered HTTP {response.status_code} without a valid JSON body"
+            )
+        if response.status_code == 200:
+            return PrometheusBadResponse(f"unexpected answer from Prometheus: {exc}")
+        error_type = str(body.get("errorType", ""))
+        message = str(body.get("error", "")) or f"HTTP {response.status_code}"
+        cls = _BY_ERROR_TYPE.get(error_type)
+        if cls is None:
+            cls = PrometheusUnreachable if response.status_code >= 500 else PrometheusBadResponse
+        return cls(f"{error_type or 'error'}: {message}", error_type=error_type)
+
+
+def _json_or_none(response: requests.Response) -> dict[str, Any] | None:
+    if "json" not in response.headers.get("Content-Type", ""):
+        return None
+    try:
+        body = response.json()
+    except (ValueError, json.JSONDecodeError):
+        return None
+    return body if isinstance(body, dict) else None

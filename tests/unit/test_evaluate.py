@@ -1,0 +1,230 @@
+"""Hold windows: the per-target state machine of a rule, with a fake clock."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rollbackd.errors import PrometheusUnreachable
+from rollbackd.model import QueryResult, Reason, RuleState, Target, Transition, Verdict
+from rollbackd.rules.evaluate import RuleEvaluator
+from rollbackd.settings import RuleSettings
+from rollbackd.testing.clock import FakeClock
+
+WEB = Target("shop", "web")
+
+
+def rule(**overrides: object) -> RuleSettings:
+    fields: dict[str, object] = {
+        "name": "errors",
+        "expr": "ratio",
+        "op": ">",
+        "threshold": 0.05,
+        "for": "10s",
+        "interval": "2s",
+    }
+    fields.update(overrides)
+    return RuleSettings.model_validate(fields)
+
+
+def result(value: float | None, target: Target = WEB) -> QueryResult:
+    return QueryResult(values={} if value is None else {target: value})
+
+
+def one(verdicts: list[Verdict], target: Target = WEB) -> Verdict:
+    (verdict,) = [v for v in verdicts if v.target == target]
+    return verdict
+
+
+def test_breach_goes_pending_then_fires_after_for() -> None:
+    """A breach is pending first and fires only once it has held for `for`."""
+    clock = FakeClock()
+    evaluator = RuleEvaluator(rule())
+    first = one(evaluator.evaluate(result(0.3), now=clock.now()))
+    assert (first.state, first.transition) == (RuleState.PENDING, Transition.PENDING)
+    held = one(evaluator.evaluate(result(0.3), now=clock.advance(8)))
+    assert (held.state, held.transition) == (RuleState.PENDING, None)
+    fired = one(evaluator.evaluate(result(0.3), now=clock.advance(2)))
+    assert (fired.state, fired.transition) == (RuleState.FIRING, Transition.FIRING)
+    assert evaluator.firing == 1
+
+
+def test_one_dip_restarts_the_hold() -> None:
+    """One evaluation below the threshold before `for` elapses clears it; the hold starts over."""
+    clock = FakeClock()
+    evaluator = RuleEvaluator(rule())
+    evaluator.evaluate(result(0.3), now=clock.now())
+    evaluator.evaluate(result(0.3), now=clock.advance(6))
+    dip = one(evaluator.evaluate(result(0.01), now=clock.advance(2)))
+    assert dip.transition is Transition.CLEARED
+    restart = one(evaluator.evaluate(result(0.3), now=clock.advance(2)))
+    assert restart.transition is Transition.PENDING
+    assert one(evaluator.evaluate(result(0.3), now=clock.advance(8))).state is RuleState.PENDING
+    assert one(evaluator.evaluate(result(0.3), now=clock.advance(2))).state is RuleState.FIRING
+
+
+def test_zero_for_fires_on_first_breach() -> None:
+    """Without a hold window a breach fires at once, as a Prometheus rule without `for`."""
+    evaluator = RuleEvaluator(rule(**{"for": "0s"}))
+    verdict = one(evaluator.evaluate(result(0.3), now=FakeClock().now()))
+    assert verdict.transition is Transition.FIRING
+
+
+def test_keep_firing_for_delays_resolution() -> None:
+    """A firing rule resolves only after `keep_firing_for` without a breach."""
+    clock = FakeClock()
+    evaluator = RuleEvaluator(rule(**{"for": "0s", "keep_firing_for": "5s"}))
+    evaluator.evaluate(result(0.3), now=clock.now())
+    assert one(evaluator.evaluate(result(0.0), now=clock.advance(2))).state is RuleState.FIRING
+    assert one(evaluator.evaluate(result(0.0), now=clock.advance(2))).state is RuleState.FIRING
+    resolved = one(evaluator.evaluate(result(0.0), now=clock.advance(1)))
+    assert (resolved.state, resolved.transition) == (RuleState.INACTIVE, Transition.RESOLVED)
+
+
+def test_query_error_holds_state_and_never_fires_by_default() -> None:
+    """An unreachable Prometheus keeps a pending target pending: no rollback from an outage."""
+    clock = FakeClock()
+    evaluator = RuleEvaluator(rule())
+    evaluator.evaluate(result(0.3), now=clock.now())
+    for _ in range(10):
+        failed = one(evaluator.evaluate(PrometheusUnreachable("down"), now=clock.advance(2)))
+        assert failed.state is RuleState.PENDING
+        assert failed.transition is None
+        assert (failed.reason, failed.error_code) == (Reason.ERROR, "ERR_PROM_UNREACHABLE")
+    # The hold kept counting through the outage, as Prometheus keeps activeAt.
+    assert one(evaluator.evaluate(result(0.3), now=clock.advance(2))).state is RuleState.FIRING
+
+
+def test_error_policy_breach_and_ok() -> None:
+    """on_error: breach treats a failed query as a breach; ok treats it as healthy."""
+    clock = FakeClock()
+    breach = RuleEvaluator(rule(on_error="breach", **{"for": "0s"}))
+    ok = RuleEvaluator(rule(on_error="ok", **{"for": "0s"}))
+    for evaluator in (breach, ok):
+        evaluator.evaluate(result(0.3), now=clock.now())
+    assert one(breach.evaluate(PrometheusUnreachable("x"), now=clock.advance(2))).state == "firing"
+    assert one(ok.evaluate(PrometheusUnreachable("x"), now=clock.advance(2))).state == "inactive"
+
+
+def test_missing_target_is_no_data() -> None:
+    """A target absent from the result is judged by on_no_data; NaN counts as absent."""
+    clock = FakeClock()
+    evaluator = RuleEvaluator(rule(on_no_data="hold"))
+    evaluator.evaluate(result(0.3), now=clock.now())
+    gone = one(evaluator.evaluate(result(None), now=clock.advance(2)))
+    assert (gone.reason, gone.state, gone.breaching) == (Reason.NO_DATA, RuleState.PENDING, None)
+    nan = one(evaluator.evaluate(result(float("nan")), now=clock.advance(2)))
+    assert nan.reason is Reason.NO_DATA
+    default = RuleEvaluator(rule())
+    default.evaluate(result(0.3), now=clock.now())
+    assert one(default.evaluate(result(None), now=clock.advance(2))).transition == "cleared"
+
+
+def test_low_traffic_cannot_breach() -> None:
+    """Below min_traffic a 100% error ratio is not a breach: three failed requests are noise."""
+    clock = FakeClock()
+    evaluator = RuleEvaluator(
+        rule(min_traffic={"expr": "rps", "op": ">=", "threshold": 1}, **{"for": "0s"})
+    )
+    quiet = QueryResult(values={WEB: 0.5})
+    verdict = one(evaluator.evaluate(result(1.0), now=clock.now(), traffic=quiet))
+    assert (verdict.breaching, verdict.reason, verdict.state) == (
+        False,
+        Reason.LOW_TRAFFIC,
+        "inactive",
+    )
+    absent = one(evaluator.evaluate(result(1.0), now=clock.now(), traffic=QueryResult(values={})))
+    assert absent.reason is Reason.LOW_TRAFFIC
+    busy = QueryResult(values={WEB: 10.0})
+    assert one(evaluator.evaluate(result(1.0), now=clock.now(), traffic=busy)).state == "firing"
+
+
+def test_ambiguous_target_is_an_error() -> None:
+    """Two series for one Deployment mean a wrong `by` clause: judged as a query error."""
+    evaluator = RuleEvaluator(rule(**{"for": "0s"}))
+    outcome = QueryResult(values={}, ambiguous=frozenset({WEB}))
+    verdict = one(evaluator.evaluate(outcome, now=FakeClock().now()))
+    assert (verdict.reason, verdict.breaching) == (Reason.AMBIGUOUS, None)
+
+
+def test_targets_are_independent() -> None:
+    """One Deployment breaching does not move another's state."""
+    clock = FakeClock()
+    evaluator = RuleEvaluator(rule(**{"for": "0s"}))
+    api = Target("shop", "api")
+    verdicts = evaluator.evaluate(QueryResult(values={WEB: 0.3, api: 0.0}), now=clock.now())
+    assert one(verdicts).state is RuleState.FIRING
+    assert one(verdicts, api).state is RuleState.INACTIVE
+
+
+def test_less_than_rules() -> None:
+    """op `<` rules (e.g. success ratio below 99%) breach on low values."""
+    evaluator = RuleEvaluator(rule(op="<", threshold=0.99, **{"for": "0s"}))
+    assert one(evaluator.evaluate(result(0.95), now=FakeClock().now())).breaching is True
+
+
+# --- properties ----------------------------------------------------------------------
+
+Tick = tuple[float, str]  # (seconds since the previous tick, "breach" | "ok" | "error")
+ticks = st.lists(
+    st.tuples(st.floats(0.5, 5), st.sampled_from(["breach", "ok", "error"])), max_size=60
+)
+
+
+def run(evaluator: RuleEvaluator, history: list[Tick]) -> list[tuple[float, str, Verdict | None]]:
+    clock = FakeClock()
+    seen: list[tuple[float, str, Verdict | None]] = []
+    for gap, kind in history:
+        now = clock.advance(gap)
+        outcome = (
+            PrometheusUnreachable("down")
+            if kind == "error"
+            else result(0.3 if kind == "breach" else 0.0)
+        )
+        verdicts = evaluator.evaluate(outcome, now=now)
+        seen.append((clock.seconds, kind, verdicts[0] if verdicts else None))
+    return seen
+
+
+@settings(max_examples=300)
+@given(ticks)
+def test_never_fires_before_for_of_continuous_breach(history: list[Tick]) -> None:
+    """Whenever a target fires, every evaluation of the last `for` seconds breached (or held)."""
+    hold = 10.0
+    seen = run(RuleEvaluator(rule(**{"for": "10s"})), history)
+    for index, (at, kind, verdict) in enumerate(seen):
+        if verdict is None or verdict.transition is not Transition.FIRING:
+            continue
+        assert kind == "breach"
+        window = [k for t, k, _ in seen[: index + 1] if t >= at - hold]
+        assert "ok" not in window
+        # the episode began at least `for` before firing
+        episode_start = max(
+            (t for t, k, _ in seen[: index + 1] if k == "ok"), default=float("-inf")
+        )
+        episode = [t for t, k, _ in seen[: index + 1] if k == "breach" and t > episode_start]
+        assert at - min(episode) >= hold
+
+
+@settings(max_examples=300)
+@given(ticks)
+def test_error_tick_never_fires_under_hold(history: list[Tick]) -> None:
+    """Under on_error: hold, an evaluation whose query failed never fires anything."""
+    for _, kind, verdict in run(RuleEvaluator(rule()), history):
+        if kind == "error" and verdict is not None:
+            assert verdict.transition is None
+
+
+@settings(max_examples=300)
+@given(ticks)
+def test_resolves_only_after_keep_firing_for(history: list[Tick]) -> None:
+    """A firing target resolves only after `keep_firing_for` without a breach."""
+    keep = 6.0
+    seen = run(RuleEvaluator(rule(**{"for": "0s", "keep_firing_for": "6s"})), history)
+    last_breach = None
+    for at, kind, verdict in seen:
+        if kind == "breach":
+            last_breach = at
+        if verdict is not None and verdict.transition is Transition.RESOLVED:
+            assert last_breach is not None
+            assert at - last_breach >= keep

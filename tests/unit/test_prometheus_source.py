@@ -1,0 +1,173 @@
+"""The Prometheus edge over real HTTP: one query per rule, values per target, classified errors."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from rollbackd.errors import (
+    PrometheusBadQuery,
+    PrometheusBadResponse,
+    PrometheusError,
+    PrometheusExecution,
+    PrometheusTimeout,
+    PrometheusUnreachable,
+)
+from rollbackd.model import Target
+from rollbackd.runtime.logs import configure_logging
+from rollbackd.settings import PrometheusSettings, TargetLabels
+from rollbackd.signals.prometheus import PrometheusSource
+from rollbackd.testing.prometheus_stub import PrometheusStub, error, vector
+from rollbackd.testing.services import free_port
+
+LABELS = TargetLabels()
+
+
+def query(url: str, expr: str = "ratio", **settings: object) -> object:
+    source = PrometheusSource(PrometheusSettings.model_validate({"url": url, **settings}))
+    try:
+        return asyncio.run(source.query(expr, target_labels=LABELS))
+    finally:
+        source.close()
+
+
+def failure(url: str, **settings: object) -> PrometheusError:
+    with pytest.raises(PrometheusError) as caught:
+        query(url, **settings)
+    return caught.value
+
+
+@pytest.fixture
+def stub() -> PrometheusStub:
+    with PrometheusStub() as server:
+        yield server  # type: ignore[misc]
+
+
+def test_series_map_to_targets_and_special_values_parse(stub: PrometheusStub) -> None:
+    """Each series becomes one Deployment's value; NaN and ±Inf parse; unlabeled series count."""
+    stub.answer(
+        vector(
+            ({"namespace": "shop", "deployment": "web"}, "0.25"),
+            ({"namespace": "shop", "deployment": "api"}, "NaN"),
+            ({"namespace": "pay", "deployment": "gw"}, "+Inf"),
+            ({"namespace": "pay", "deployment": "db"}, "-Inf"),
+            ({"namespace": "pay"}, "1"),
+        )
+    )
+    result = query(stub.url)
+    values = result.values  # type: ignore[attr-defined]
+    assert values[Target("shop", "web")] == 0.25
+    assert math.isnan(values[Target("shop", "api")])
+    assert values[Target("pay", "gw")] == math.inf
+    assert values[Target("pay", "db")] == -math.inf
+    assert result.ignored == 1  # type: ignore[attr-defined]
+    (request,) = stub.requests
+    assert request.path == "/api/v1/query"
+    assert request.params["query"] == "ratio"
+    assert request.params["timeout"] == "9500ms"  # Prometheus gives up just before rollbackd
+
+
+def test_custom_target_labels(stub: PrometheusStub) -> None:
+    """Operators whose series use other label names (kube_namespace, app) map them."""
+    stub.answer(vector(({"kube_namespace": "shop", "app": "web"}, "1")))
+    source = PrometheusSource(PrometheusSettings(url=stub.url))
+    labels = TargetLabels(namespace="kube_namespace", deployment="app")
+    result = asyncio.run(source.query("x", target_labels=labels))
+    assert result.values == {Target("shop", "web"): 1.0}
+
+
+def test_duplicate_series_make_a_target_ambiguous(stub: PrometheusStub) -> None:
+    """Two series for one Deployment (a `by` clause keeping `pod`) are flagged, not guessed."""
+    stub.answer(
+        vector(
+            ({"namespace": "shop", "deployment": "web", "pod": "a"}, "0.9"),
+            ({"namespace": "shop", "deployment": "web", "pod": "b"}, "0.0"),
+        )
+    )
+    result = query(stub.url)
+    assert result.values == {}  # type: ignore[attr-defined]
+    assert result.ambiguous == {Target("shop", "web")}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "expected", "text"),
+    [
+        (400, error("bad_data", "1:5: parse error"), "application/json", PrometheusBadQuery, "1:5"),
+        (422, error("execution", "many-to-many"), "application/json", PrometheusExecution, "many"),
+        (503, error("timeout", "query timed out"), "application/json", PrometheusTimeout, "timed"),
+        (500, b"internal", "text/plain", PrometheusUnreachable, "HTTP 500"),
+        (503, b"Service Unavailable", "text/plain", PrometheusUnreachable, "HTTP 503"),
+        (401, b"unauthorized", "text/plain", PrometheusBadResponse, "HTTP 401"),
+        (200, b"{not json", "application/json", PrometheusBadResponse, "HTTP 200"),
+        (200, b'{"status":"success"}', "application/json", PrometheusBadResponse, "unexpected"),
+    ],
+)
+def test_failures_are_classified_with_prometheus_message(
+    stub: PrometheusStub,
+    status: int,
+    body: bytes,
+    content_type: str,
+    expected: type[PrometheusError],
+    text: str,
+) -> None:
+    """Every failure becomes one ERR_PROM_ code, keeping Prometheus's errorType and message."""
+    stub.answer(body, status=status, content_type=content_type)
+    exc = failure(stub.url)
+    assert type(exc) is expected
+    assert text in exc.message
+
+
+def test_scalar_result_is_a_bad_query(stub: PrometheusStub) -> None:
+    """A rule returning a scalar cannot name Deployments: it is refused as a bad query."""
+    stub.answer(b'{"status":"success","data":{"resultType":"scalar","result":[1,"2"]}}')
+    assert isinstance(failure(stub.url), PrometheusBadQuery)
+
+
+def test_slow_prometheus_times_out(stub: PrometheusStub) -> None:
+    """A Prometheus slower than the timeout yields ERR_PROM_TIMEOUT, not a hung evaluation."""
+    stub.answer(vector(), delay=3)
+    exc = failure(stub.url, timeout="1s")
+    assert exc.code == "ERR_PROM_TIMEOUT"
+
+
+def test_closed_port_is_unreachable() -> None:
+    """Nothing listening: ERR_PROM_UNREACHABLE naming the URL."""
+    url = f"http://127.0.0.1:{free_port()}"
+    exc = failure(url)
+    assert exc.code == "ERR_PROM_UNREACHABLE"
+    assert url in exc.message
+
+
+def test_warnings_are_logged_and_kept(stub: PrometheusStub) -> None:
+    """Partial data comes with warnings: the values are used and the warning is logged."""
+    out = io.StringIO()
+    configure_logging(fmt="json", stream=out)
+    stub.answer(vector(({"namespace": "a", "deployment": "b"}, "1"), warnings=["partial"]))
+    result = query(stub.url)
+    assert result.warnings == ("partial",)  # type: ignore[attr-defined]
+    logged = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert any(line["event"] == "prometheus_warnings" for line in logged)
+
+
+def test_bearer_token_file_is_sent_and_reread(stub: PrometheusStub, tmp_path: Path) -> None:
+    """The bearer token comes from its file at each start, so a rotated token is picked up."""
+    token = tmp_path / "token"
+    token.write_text("first-token\n")
+    query(stub.url, bearer_token_file=str(token))
+    token.write_text("rotated-token\n")
+    query(stub.url, bearer_token_file=str(token))
+    sent = [r.headers["Authorization"] for r in stub.requests]
+    assert sent == ["Bearer first-token", "Bearer rotated-token"]
+
+
+def test_basic_auth_is_sent(stub: PrometheusStub) -> None:
+    """Basic auth credentials reach Prometheus's auth proxy."""
+    query(stub.url, basic_auth={"username": "rb", "password": "pw-123"})
+    header = stub.requests[0].headers["Authorization"]
+    assert base64.b64decode(header.removeprefix("Basic ")) == b"rb:pw-123"
