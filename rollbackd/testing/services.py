@@ -7,6 +7,7 @@ output is shown in the error.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -112,7 +113,8 @@ class _Process(ABC):
         if self.process is not None:
             self.process.send_signal(signal.SIGHUP)
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def terminate(self, timeout: float = 10.0) -> None:
+        """Stop the process, keeping its data: ``start`` brings it back on the same port."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -121,6 +123,10 @@ class _Process(ABC):
                 self.process.kill()
                 self.process.wait(timeout=timeout)
         self.process = None
+
+    def stop(self) -> None:
+        """Stop the process and remove its folders."""
+        self.terminate()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> _Process:
@@ -183,6 +189,23 @@ class Prometheus(_Process):
                 "alertmanagers": [{"static_configs": [{"targets": self.alertmanagers}]}]
             }
         (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+    def wait_until_scraped(self, timeout: float = 30.0) -> None:
+        """Block until every scrape target has been scraped successfully at least once.
+
+        Prometheus applies its first scrape targets a few seconds after it is ready.
+        """
+        url = f"{self.url}/api/v1/query?query=up"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310
+                result = json.load(answer)["data"]["result"]
+            if len(result) == len(self.scrape_targets) and all(
+                s["value"][1] == "1" for s in result
+            ):
+                return
+            time.sleep(0.2)
+        raise ServiceError(f"targets {self.scrape_targets} not scraped within {timeout}s")
 
     def arguments(self) -> list[str]:
         return [
