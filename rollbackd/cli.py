@@ -10,18 +10,24 @@ import asyncio
 import json
 import math
 import sys
+from datetime import UTC, datetime
 
 import click
 
 from rollbackd import __version__
-from rollbackd.errors import ConfigError
-from rollbackd.model import Verdict
+from rollbackd.decisions.decide import decide
+from rollbackd.errors import ConfigError, RollbackdError
+from rollbackd.model import Target, Verdict, new_incident_id
+from rollbackd.rollbacks.execute import Outcome, RollbackExecutor, RollbackRequest, RollbackResult
+from rollbackd.rollbacks.kubernetes import KubernetesWorkloads, api_client
+from rollbackd.rollbacks.plan import rollout_history, selector_of, situation_of
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
 from rollbackd.runtime.logs import configure_logging
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import Settings, load_settings, redacted_yaml
 from rollbackd.signals.prometheus import PrometheusSource
+from rollbackd.state.annotations import read_state
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -161,3 +167,139 @@ def render_table(rows: list[dict[str, object]], columns: tuple[str, ...]) -> str
         "  ".join([*(v.ljust(w) for v, w in zip(line, widths, strict=False)), line[-1]]).rstrip()
         for line in table
     )
+
+
+def parse_target(value: str) -> Target:
+    namespace, sep, name = value.partition("/")
+    if not sep or not namespace or not name or "/" in name:
+        raise click.BadParameter(f"{value!r} is not NAMESPACE/NAME")
+    return Target(namespace, name)
+
+
+HISTORY_COLUMNS = (
+    "revision",
+    "images",
+    "created",
+    "change_cause",
+    "current",
+    "known_bad",
+    "incidents",
+)
+
+
+async def history_rows(settings: Settings, target: Target) -> list[dict[str, object]]:
+    workloads = KubernetesWorkloads(api_client(settings.kubernetes))
+    deployment = await workloads.get_deployment(*target)
+    replicasets = await workloads.list_replicasets(target.namespace, selector_of(deployment))
+    history = rollout_history(deployment, replicasets)
+    state = read_state(deployment["metadata"].get("annotations") or {})
+    last = state.last_rollback
+    rows = []
+    for revision in history.revisions:
+        incidents = []
+        if last is not None and revision.template_hash in (last.from_hash, last.to_hash):
+            side = "from" if revision.template_hash == last.from_hash else "to"
+            incidents.append(f"{last.incident} ({side}{', dry-run' if last.dry_run else ''})")
+        rows.append(
+            {
+                "revision": revision.number,
+                "images": ",".join(revision.images),
+                "created": revision.created,
+                "change_cause": revision.change_cause or None,
+                "current": revision is history.current,
+                "known_bad": revision.template_hash in state.bad_templates,
+                "incidents": ";".join(incidents) or None,
+            }
+        )
+    return rows
+
+
+@main.command("history")
+@click.argument("target", callback=lambda _c, _p, v: parse_target(v))
+@config_option
+@click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def history(target: Target, config_file: str, output: str) -> None:
+    """Revisions of the Deployment NAMESPACE/NAME, with what rollbackd knows of each."""
+    settings = load_or_exit(config_file)
+    configure_logging(
+        level="warning", fmt="console", stream=sys.stderr, secrets=settings.secret_values()
+    )
+    try:
+        rows = asyncio.run(history_rows(settings, target))
+    except RollbackdError as exc:
+        click.echo(f"{target}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render_table(rows, HISTORY_COLUMNS))
+
+
+async def manual_rollback(
+    settings: Settings, target: Target, *, to_revision: int | None, dry_run: bool, reason: str
+) -> RollbackResult:
+    workloads = KubernetesWorkloads(api_client(settings.kubernetes))
+    deployment = await workloads.get_deployment(*target)
+    replicasets = await workloads.list_replicasets(target.namespace, selector_of(deployment))
+    now = datetime.now(UTC)
+    request = RollbackRequest(
+        target=target,
+        incident=new_incident_id(now),
+        rule="manual",
+        dry_run=dry_run,
+        to_revision=to_revision,
+        manual=True,
+        note=reason,
+    )
+    decision = decide(
+        situation_of(deployment, replicasets),
+        breach_since=now,
+        action="rollback",
+        kube=settings.kubernetes,
+        rollback=settings.rollback,
+        budget_used=0,
+        now=now,
+        manual=True,
+    )
+    if not decision.acts:
+        return RollbackResult(request, Outcome.SKIPPED, decision.reason, decision.message)
+    executor = RollbackExecutor(
+        workloads=workloads,
+        watcher=workloads,
+        events=workloads,
+        settings=settings.rollback,
+        wall_clock=lambda: datetime.now(UTC),
+    )
+    return await executor.execute(request)
+
+
+@main.command("rollback")
+@click.argument("target", callback=lambda _c, _p, v: parse_target(v))
+@config_option
+@click.option("--to-revision", type=click.IntRange(min=1), help="revision to return to")
+@click.option("--dry-run", is_flag=True, help="every step except the write")
+@click.option("--reason", default="", help="why, recorded in the Event")
+def rollback(
+    target: Target, config_file: str, to_revision: int | None, dry_run: bool, reason: str
+) -> None:
+    """Roll NAMESPACE/NAME back through rollbackd's executor and guards."""
+    settings = load_or_exit(config_file)
+    configure_logging(
+        level="warning", fmt="console", stream=sys.stderr, secrets=settings.secret_values()
+    )
+    try:
+        result = asyncio.run(
+            manual_rollback(
+                settings,
+                target,
+                to_revision=to_revision,
+                dry_run=dry_run or settings.rollback.dry_run,
+                reason=reason,
+            )
+        )
+    except RollbackdError as exc:
+        click.echo(f"{target}: rollback failed: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    click.echo(f"{target}: {result.outcome}: {result.message} [{result.code}]")
+    click.echo(f"incident {result.request.incident}")
+    sys.exit(EXIT_FAILED if result.outcome is Outcome.FAILED else EXIT_OK)

@@ -32,6 +32,8 @@ into the core.
     ├── RollbackError                      ERR_ROLLBACK_FAILED
     │   ├── NoRollbackTarget               ERR_ROLLBACK_NO_TARGET
     │   └── RolloutNotAvailable            ERR_ROLLBACK_NOT_AVAILABLE
+    ├── LeaderError                        ERR_LEADER_FAILED
+    │   └── LeadershipLost                 ERR_LEADER_LOST
     ├── DingTalkError                      ERR_DINGTALK_FAILED
     │   ├── DingTalkUnreachable            ERR_DINGTALK_UNREACHABLE
     │   ├── DingTalkRateLimited            ERR_DINGTALK_RATE_LIMITED
@@ -218,6 +220,22 @@ class NoRollbackTarget(RollbackError):
 
 class RolloutNotAvailable(RollbackError):
     code = "ERR_ROLLBACK_NOT_AVAILABLE"
+
+
+# --- leader election ----------------------------------------------------------------
+
+
+class LeaderError(RollbackdError):
+    """Leader election failed."""
+
+    code = "ERR_LEADER_FAILED"
+    transient = True
+
+
+class LeadershipLost(LeaderError):
+    """This replica is no longer the leader, so it must not write."""
+
+    code = "ERR_LEADER_LOST"
 
 
 # --- DingTalk ------------------------------------------------------------------------

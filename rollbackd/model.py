@@ -6,6 +6,7 @@ Every value is immutable; stages take values and a ``now`` and return values.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -24,6 +25,11 @@ class Target(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.namespace}/{self.deployment}"
+
+
+def new_incident_id(now: datetime) -> str:
+    """An incident id people can read aloud and sort: ``rb-20261127-153052-7f3a``."""
+    return f"rb-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
 @dataclass(frozen=True, slots=True)

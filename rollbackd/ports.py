@@ -6,7 +6,8 @@ Each port is shaped by what rollbackd needs, not by an SDK. Edge modules impleme
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from rollbackd.model import Instant, QueryResult
 from rollbackd.settings import TargetLabels
@@ -28,3 +29,34 @@ class MetricsSource(Protocol):
     async def check_syntax(self, expr: str) -> None:
         """Raises ``PrometheusBadQuery`` naming the problem when ``expr`` does not parse."""
         ...
+
+
+Obj = dict[str, Any]
+
+
+class Workloads(Protocol):
+    """Reads and changes Deployments (their API JSON) and their ReplicaSets."""
+
+    async def get_deployment(self, namespace: str, name: str) -> Obj: ...
+
+    async def list_replicasets(self, namespace: str, selector: str) -> list[Obj]: ...
+
+    async def patch_deployment(self, namespace: str, name: str, patch: list[Obj]) -> Obj:
+        """A JSON patch; raises ``KubeConflict`` when one of its ``test`` ops fails."""
+        ...
+
+
+class RolloutWatcher(Protocol):
+    """Follows one Deployment until a condition holds or time runs out."""
+
+    async def wait_deployment(
+        self, namespace: str, name: str, done: Callable[[Obj], bool], wait_seconds: float
+    ) -> Obj: ...
+
+
+class EventRecorder(Protocol):
+    """Writes Kubernetes Events on a Deployment."""
+
+    async def record_event(
+        self, deployment: Obj, *, reason: str, note: str, warning: bool = False
+    ) -> None: ...

@@ -43,6 +43,7 @@ from rollbackd.errors import (
     ConfigProblem,
     ConfigSyntaxError,
 )
+from rollbackd.selectors import SelectorError, split_terms
 
 # --- value types ---------------------------------------------------------------------
 
@@ -146,18 +147,14 @@ def _label_name(value: str) -> str:
 
 LabelName = Annotated[str, AfterValidator(_label_name)]
 
-_SELECTOR_TERM_RE = re.compile(
-    r"^\s*(?:!?[A-Za-z0-9][-A-Za-z0-9_./]*"
-    r"(?:\s*(?:==|=|!=)\s*[-A-Za-z0-9_.]*"
-    r"|\s+(?:in|notin)\s+\([-A-Za-z0-9_.,\s]*\))?)\s*$"
-)
-
 
 def _label_selector(value: str) -> str:
-    # Commas inside "in (a,b)" are not term separators.
-    terms = re.split(r",(?![^()]*\))", value)
-    if not value.strip() or any(not _SELECTOR_TERM_RE.match(term) for term in terms):
-        raise ValueError(f"{value!r} is not a valid Kubernetes label selector")
+    if not value.strip():
+        raise ValueError("the selector must not be empty: it decides which Deployments are managed")
+    try:
+        split_terms(value)
+    except SelectorError as exc:
+        raise ValueError(f"{value!r} is not a valid Kubernetes label selector ({exc})") from None
     return value
 
 

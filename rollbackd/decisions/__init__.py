@@ -1,0 +1,1 @@
+"""Guards that turn a verdict into a decision, each with a reason code."""

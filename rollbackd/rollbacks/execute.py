@@ -1,0 +1,287 @@
+"""Executing a rollback: read fresh, plan, patch with a precondition, record, verify.
+
+The patch carries a ``test`` of the resourceVersion that was read, so a deploy landing
+between the read and the write is never overwritten. When the test fails the Deployment
+is read again: if only its status moved (the controller writes status all the time), the
+plan is rebuilt and sent again; if its template changed, a newer deploy landed and the
+decision is made again on the new state (by ``redecide``), never blindly repeated.
+
+rollbackd's state annotations (``state/annotations.py``) ride in the same patch, so the
+rollback and its record land together: a crash cannot leave one without the other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from rollbackd.decisions.decide import Decision
+from rollbackd.errors import KubeConflict, KubeError, LeadershipLost, RolloutNotAvailable
+from rollbackd.model import Target
+from rollbackd.ports import EventRecorder, RolloutWatcher, Workloads
+from rollbackd.rollbacks.plan import Plan, Skip, plan_rollback, selector_of
+from rollbackd.rollbacks.status import rollout_status
+from rollbackd.runtime.logs import get_logger
+from rollbackd.settings import RollbackSettings
+from rollbackd.state.annotations import LastRollback, after_rollback, format_time, read_state
+
+log = get_logger(__name__)
+
+Obj = dict[str, Any]
+
+EVENT_ROLLBACK = "RollbackdRollback"
+EVENT_FAILED = "RollbackdRollbackFailed"
+EVENT_SKIPPED = "RollbackdSkipped"
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    DRY_RUN = "dry_run"
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    """What to roll back and why."""
+
+    target: Target
+    incident: str
+    rule: str = ""
+    value: float | None = None
+    threshold: float | None = None
+    dry_run: bool = False
+    to_revision: int | None = None
+    manual: bool = False
+    note: str = ""
+    expected_hash: str = ""  # the template the decision judged; another one means a new deploy
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    """What happened, with everything a message or an Event needs."""
+
+    request: RollbackRequest
+    outcome: Outcome
+    code: str  # "ok", a skip or decision reason, or an ERR_ code
+    message: str
+    from_revision: int | None = None
+    to_revision: int | None = None
+    from_images: tuple[str, ...] = ()
+    to_images: tuple[str, ...] = ()
+    from_hash: str = ""
+    to_hash: str = ""
+    patch: tuple[Obj, ...] = ()
+    seconds: float = 0.0
+
+    @property
+    def dry_run(self) -> bool:
+        return self.outcome is Outcome.DRY_RUN
+
+
+Redecide = Callable[[Obj], Awaitable[Decision]]
+"""Makes the decision again for a Deployment that changed under a planned rollback."""
+
+
+class RollbackExecutor:
+    """Carries out rollback requests against the cluster through the ports."""
+
+    def __init__(
+        self,
+        *,
+        workloads: Workloads,
+        watcher: RolloutWatcher,
+        events: EventRecorder,
+        settings: RollbackSettings,
+        wall_clock: Callable[[], datetime],
+        may_write: Callable[[], bool] = lambda: True,
+        attempts: int = 3,
+    ) -> None:
+        self._workloads = workloads
+        self._watcher = watcher
+        self._events = events
+        self._settings = settings
+        self._now = wall_clock
+        self._may_write = may_write
+        self._attempts = attempts
+
+    async def execute(
+        self, request: RollbackRequest, *, redecide: Redecide | None = None
+    ) -> RollbackResult:
+        started = time.monotonic()
+        result = await self._execute(request, redecide)
+        return replace(result, seconds=round(time.monotonic() - started, 3))
+
+    async def _execute(self, request: RollbackRequest, redecide: Redecide | None) -> RollbackResult:
+        namespace, name = request.target
+        planned_hash = request.expected_hash
+        for _ in range(self._attempts):
+            deployment = await self._workloads.get_deployment(namespace, name)
+            replicasets = await self._workloads.list_replicasets(namespace, selector_of(deployment))
+            plan = self._plan(request, deployment, replicasets)
+            if isinstance(plan, Skip):
+                return await self._skipped(request, deployment, plan.reason, plan.message)
+            if planned_hash and plan.from_revision.template_hash != planned_hash:
+                # A newer deploy landed after the decision: decide again, on what is there now.
+                if redecide is None:
+                    return await self._skipped(
+                        request,
+                        deployment,
+                        "newer_deploy",
+                        f"a newer deploy (revision {plan.from_revision.number}) landed; "
+                        "not rolling it back unasked",
+                    )
+                decision = await redecide(deployment)
+                if not decision.acts:
+                    return await self._skipped(
+                        request, deployment, decision.reason, decision.message
+                    )
+            planned_hash = plan.from_revision.template_hash
+            if request.dry_run:
+                return _result(
+                    request,
+                    plan,
+                    Outcome.DRY_RUN,
+                    "ok",
+                    f"DRY-RUN: would roll back {_summary(plan)}; nothing was written",
+                )
+            if not self._may_write():
+                return _result(
+                    request,
+                    plan,
+                    Outcome.FAILED,
+                    LeadershipLost.code,
+                    "leadership lost before the write; nothing was written",
+                )
+            try:
+                await self._workloads.patch_deployment(namespace, name, plan.patch)
+            except KubeConflict:
+                continue  # read again: status moved, or a newer deploy landed
+            except KubeError as exc:
+                await self._record(
+                    deployment, EVENT_FAILED, request, f"rollback failed: {exc}", warning=True
+                )
+                return _result(request, plan, Outcome.FAILED, exc.code, str(exc))
+            await self._record(deployment, EVENT_ROLLBACK, request, f"rolled back {_summary(plan)}")
+            return await self._verify(request, plan)
+        return _result(
+            request,
+            None,
+            Outcome.FAILED,
+            KubeConflict.code,
+            f"the Deployment kept changing; gave up after {self._attempts} attempts",
+        )
+
+    def _plan(
+        self, request: RollbackRequest, deployment: Obj, replicasets: list[Obj]
+    ) -> Plan | Skip:
+        state = read_state(deployment["metadata"].get("annotations") or {})
+        plan = plan_rollback(
+            deployment,
+            replicasets,
+            known_bad=frozenset(state.bad_templates),
+            to_revision=request.to_revision,
+        )
+        if isinstance(plan, Skip):
+            return plan
+        now = self._now()
+        record = LastRollback(
+            incident=request.incident,
+            at=format_time(now),
+            from_revision=plan.from_revision.number,
+            to_revision=plan.to_revision.number,
+            from_hash=plan.from_revision.template_hash,
+            to_hash=plan.to_revision.template_hash,
+            rule=request.rule,
+            value=request.value,
+            threshold=request.threshold,
+            dry_run=request.dry_run,
+        )
+        annotations = after_rollback(
+            state, record, now=now, cooldown=self._settings.cooldown, automatic=not request.manual
+        )
+        return plan.with_annotations(annotations)
+
+    async def _verify(self, request: RollbackRequest, plan: Plan) -> RollbackResult:
+        wait = self._settings.wait_for_rollout.total_seconds()
+        if wait <= 0:
+            return _result(request, plan, Outcome.SUCCEEDED, "ok", f"rolled back {_summary(plan)}")
+        final = await self._watcher.wait_deployment(
+            plan.namespace, plan.name, lambda d: rollout_status(d).done, wait
+        )
+        status = rollout_status(final)
+        if status.done and not status.failed:
+            return _result(
+                request,
+                plan,
+                Outcome.SUCCEEDED,
+                "ok",
+                f"rolled back {_summary(plan)}; {status.message}",
+            )
+        message = f"rolled back {_summary(plan)}, but the rollout did not finish: {status.message}"
+        await self._record(final, EVENT_FAILED, request, message, warning=True)
+        return _result(request, plan, Outcome.FAILED, RolloutNotAvailable.code, message)
+
+    async def _skipped(
+        self, request: RollbackRequest, deployment: Obj, reason: str, message: str
+    ) -> RollbackResult:
+        if not request.dry_run:
+            await self._record(deployment, EVENT_SKIPPED, request, f"skipped ({reason}): {message}")
+        return RollbackResult(request, Outcome.SKIPPED, str(reason), message)
+
+    async def _record(
+        self,
+        deployment: Obj,
+        reason: str,
+        request: RollbackRequest,
+        text: str,
+        *,
+        warning: bool = False,
+    ) -> None:
+        if not self._may_write():
+            return
+        values = ""
+        if request.rule:
+            values = f"; rule {request.rule}"
+            if request.value is not None:
+                values += f" value {request.value:.4g} threshold {request.threshold}"
+        note = f"incident {request.incident}: {text}{values}"
+        try:
+            await self._events.record_event(deployment, reason=reason, note=note, warning=warning)
+        except KubeError as exc:  # an Event is a courtesy: it never fails a rollback
+            log.warning("event_not_recorded", reason=reason, code=exc.code, error=exc.message)
+
+
+def _summary(plan: Plan) -> str:
+    def images(value: tuple[str, ...]) -> str:
+        return ", ".join(value) or "?"
+
+    return (
+        f"{plan.namespace}/{plan.name} from revision {plan.from_revision.number} "
+        f"({images(plan.from_revision.images)}) to revision {plan.to_revision.number} "
+        f"({images(plan.to_revision.images)})"
+    )
+
+
+def _result(
+    request: RollbackRequest, plan: Plan | None, outcome: Outcome, code: str, message: str
+) -> RollbackResult:
+    if plan is None:
+        return RollbackResult(request, outcome, code, message)
+    return RollbackResult(
+        request,
+        outcome,
+        code,
+        message,
+        from_revision=plan.from_revision.number,
+        to_revision=plan.to_revision.number,
+        from_images=plan.from_revision.images,
+        to_images=plan.to_revision.images,
+        from_hash=plan.from_revision.template_hash,
+        to_hash=plan.to_revision.template_hash,
+        patch=tuple(plan.patch),
+    )

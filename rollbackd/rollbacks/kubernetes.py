@@ -1,0 +1,357 @@
+"""Edge: the Kubernetes API through the official ``kubernetes`` client.
+
+Objects travel as the API's own JSON (``_preload_content=False``, watch events with
+``deserialize=False``): the pure stages work on those dicts, and nothing pays for model
+classes. Every call runs in a thread with a client-side timeout, and every
+``ApiException`` or transport error becomes a ``KubeError`` with a stable code.
+
+``DeploymentCache`` keeps the managed Deployments in memory with list + watch: one LIST
+at start and after a 410 Gone, then watches that resume from the last resourceVersion,
+so a steady state costs no LISTs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, cast
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from rollbackd.errors import (
+    KubeConflict,
+    KubeError,
+    KubeForbidden,
+    KubeGone,
+    KubeInvalid,
+    KubeNotFound,
+    KubeTimeout,
+    KubeUnreachable,
+)
+from rollbackd.runtime.logs import get_logger
+from rollbackd.settings import KubernetesSettings
+
+log = get_logger(__name__)
+
+Obj = dict[str, Any]
+REPORTING_CONTROLLER = "rollbackd.io/rollbackd"
+
+
+def api_client(settings: KubernetesSettings) -> client.ApiClient:
+    """An ApiClient for the configured cluster: kubeconfig, in-cluster, or the default file."""
+    configuration = client.Configuration()
+    if settings.kubeconfig:
+        config.load_kube_config(config_file=settings.kubeconfig, client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+    configuration.retries = 0  # rollbackd decides what to retry
+    return client.ApiClient(configuration)
+
+
+def kube_error(exc: Exception, *, what: str) -> KubeError:
+    """Classify an SDK or transport failure."""
+    if isinstance(exc, KubeError):
+        return exc
+    if isinstance(exc, ApiException):
+        status, body = exc.status or 0, _status_body(exc)
+        message = str(body.get("message") or exc.reason or "")
+        if status == 409:
+            return KubeConflict(f"{what}: {message}")
+        if status == 404:
+            return KubeNotFound(f"{what}: {message}")
+        if status == 403:
+            return KubeForbidden(
+                f"{what}: {message} (grant this verb to rollbackd's ServiceAccount)"
+            )
+        if status == 422 and not body.get("details"):
+            # A failed JSON-patch `test`: the object changed after rollbackd read it.
+            return KubeConflict(f"{what}: the Deployment changed since it was read ({message})")
+        if status == 422:
+            return KubeInvalid(f"{what}: {message}")
+        if status == 410:
+            return KubeGone(f"{what}: {message}")
+        return KubeError(f"{what}: HTTP {status} {message}".strip())
+    if isinstance(exc, urllib3.exceptions.TimeoutError | socket.timeout | TimeoutError):
+        return KubeTimeout(f"{what}: no answer in time")
+    return KubeUnreachable(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _status_body(exc: ApiException) -> Obj:
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _json(response: Any) -> Any:
+    return json.loads(response.data)
+
+
+def micro_time(now: datetime | None = None) -> str:
+    """The API's MicroTime: RFC 3339 with exactly six fractional digits."""
+    return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class KubernetesWorkloads:
+    """Reads, patches and watches Deployments; writes Events. Implements ``Workloads``."""
+
+    def __init__(self, api: client.ApiClient, *, timeout: float = 10.0, instance: str = "") -> None:
+        self._apps = client.AppsV1Api(api)
+        self._events = client.EventsV1Api(api)
+        self._timeout = timeout
+        self._instance = instance or socket.gethostname()
+
+    async def _call(self, what: str, call: Callable[[], Any]) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(call), self._timeout + 2)
+        except TimeoutError:
+            raise KubeTimeout(f"{what}: no answer in {self._timeout:g}s") from None
+        except Exception as exc:  # every SDK or transport failure is classified
+            raise kube_error(exc, what=what) from exc
+
+    def _opts(self) -> dict[str, Any]:
+        return {"_preload_content": False, "_request_timeout": (3, self._timeout)}
+
+    async def get_deployment(self, namespace: str, name: str) -> Obj:
+        response = await self._call(
+            f"get deployment {namespace}/{name}",
+            lambda: self._apps.read_namespaced_deployment(name, namespace, **self._opts()),
+        )
+        return dict(_json(response))
+
+    async def list_replicasets(self, namespace: str, selector: str) -> list[Obj]:
+        response = await self._call(
+            f"list replicasets in {namespace}",
+            lambda: self._apps.list_namespaced_replica_set(
+                namespace, label_selector=selector, **self._opts()
+            ),
+        )
+        return list(_json(response).get("items", []))
+
+    async def patch_deployment(self, namespace: str, name: str, patch: list[Obj]) -> Obj:
+        response = await self._call(
+            f"patch deployment {namespace}/{name}",
+            lambda: self._apps.patch_namespaced_deployment(name, namespace, patch, **self._opts()),
+        )
+        return dict(_json(response))
+
+    async def wait_deployment(
+        self, namespace: str, name: str, done: Callable[[Obj], bool], wait_seconds: float
+    ) -> Obj:
+        """Watch one Deployment (as kubectl rollout status does) until ``done`` or time is up."""
+        deadline = time.monotonic() + wait_seconds
+        latest = await self.get_deployment(namespace, name)
+        while not done(latest):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            rv = str(latest["metadata"]["resourceVersion"])
+            seen: Obj | None = await self._call(
+                f"watch deployment {namespace}/{name}",
+                partial(self._watch_one, namespace, name, rv, remaining, done),
+            )
+            latest = seen or await self.get_deployment(namespace, name)
+        return latest
+
+    def _watch_one(
+        self, namespace: str, name: str, rv: str, left: float, done: Callable[[Obj], bool]
+    ) -> Obj | None:
+        seconds = max(1, min(int(left), int(self._timeout)))
+        last = None
+        for event in watch.Watch().stream(
+            self._apps.list_namespaced_deployment,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            resource_version=rv,
+            timeout_seconds=seconds,
+            deserialize=False,
+            _request_timeout=(3, seconds + 5),
+        ):
+            if event["type"] in ("ADDED", "MODIFIED"):
+                last = event["object"]
+                if done(last):
+                    break
+        return last
+
+    async def record_event(
+        self, deployment: Obj, *, reason: str, note: str, warning: bool = False
+    ) -> None:
+        meta = deployment["metadata"]
+        now = datetime.now(UTC)
+        body = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.rollbackd.{now.strftime('%Y%m%d%H%M%S%f')}",
+                "namespace": meta["namespace"],
+            },
+            "eventTime": micro_time(now),
+            "reportingController": REPORTING_CONTROLLER,
+            "reportingInstance": self._instance,
+            "action": "Rollback",
+            "reason": reason,
+            "regarding": {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+                "resourceVersion": meta.get("resourceVersion", ""),
+            },
+            "note": note[:1024],
+            "type": "Warning" if warning else "Normal",
+        }
+        await self._call(
+            f"create event for {meta['namespace']}/{meta['name']}",
+            lambda: self._events.create_namespaced_event(
+                meta["namespace"], cast(Any, body), **self._opts()
+            ),
+        )
+
+
+class DeploymentCache:
+    """The managed Deployments, kept current by list + watch in a background thread."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        settings: KubernetesSettings,
+        *,
+        watch_seconds: int = 60,
+        on_change: Callable[[Obj | None, Obj | None], None] | None = None,
+    ) -> None:
+        self._apps = client.AppsV1Api(api)
+        self._settings = settings
+        self._watch_seconds = watch_seconds
+        self._on_change = on_change
+        self._lock = threading.Lock()
+        self._objects: dict[tuple[str, str], Obj] = {}
+        self._synced = {ns: threading.Event() for ns in settings.namespaces or [""]}
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.lists = 0  # LIST requests issued, for tests and benchmarks
+
+    @property
+    def synced(self) -> bool:
+        return all(event.is_set() for event in self._synced.values())
+
+    def start(self) -> None:
+        for namespace in self._synced:
+            thread = threading.Thread(
+                target=self._run, args=(namespace,), name=f"watch-{namespace or 'all'}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        with self._lock:
+            return self._objects.get((namespace, name))
+
+    def all(self) -> list[Obj]:
+        with self._lock:
+            return list(self._objects.values())
+
+    def _list(self, namespace: str) -> str:
+        selector = self._settings.selector
+        self.lists += 1
+        if namespace:
+            response = self._apps.list_namespaced_deployment(
+                namespace,
+                label_selector=selector,
+                _preload_content=False,
+                _request_timeout=(3, 30),
+            )
+        else:
+            response = self._apps.list_deployment_for_all_namespaces(
+                label_selector=selector, _preload_content=False, _request_timeout=(3, 30)
+            )
+        body = _json(response)
+        fresh = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in body["items"]}
+        with self._lock:
+            stale = {k: v for k, v in self._objects.items() if not namespace or k[0] == namespace}
+            for key in stale:
+                del self._objects[key]
+            self._objects.update(fresh)
+        for key, old in stale.items():
+            self._notify(old, fresh.get(key))
+        for key, new in fresh.items():
+            if key not in stale:
+                self._notify(None, new)
+        return str(body["metadata"]["resourceVersion"])
+
+    def _watch(self, namespace: str, rv: str) -> str:
+        kwargs: dict[str, Any] = {
+            "label_selector": self._settings.selector,
+            "resource_version": rv,
+            "allow_watch_bookmarks": True,
+            "timeout_seconds": self._watch_seconds,
+            "deserialize": False,
+            "_request_timeout": (3, self._watch_seconds + 10),
+        }
+        func = (
+            self._apps.list_namespaced_deployment
+            if namespace
+            else (self._apps.list_deployment_for_all_namespaces)
+        )
+        args = (namespace,) if namespace else ()
+        for event in watch.Watch().stream(func, *args, **kwargs):
+            obj = event["object"]
+            rv = str(obj.get("metadata", {}).get("resourceVersion", rv))
+            if event["type"] == "BOOKMARK":
+                continue
+            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+            with self._lock:
+                old = self._objects.get(key)
+                if event["type"] == "DELETED":
+                    self._objects.pop(key, None)
+                else:
+                    self._objects[key] = obj
+            self._notify(old, None if event["type"] == "DELETED" else obj)
+            if self._stop.is_set():
+                break
+        return rv
+
+    def _notify(self, old: Obj | None, new: Obj | None) -> None:
+        if self._on_change is not None:
+            self._on_change(old, new)
+
+    def _run(self, namespace: str) -> None:
+        backoff = 0.5
+        rv: str | None = None
+        while not self._stop.is_set():
+            try:
+                if rv is None:
+                    rv = self._list(namespace)
+                    self._synced[namespace].set()
+                    log.info(
+                        "deployment_cache_listed",
+                        namespace=namespace or None,
+                        deployments=len(self.all()),
+                    )
+                rv = self._watch(namespace, rv)
+                backoff = 0.5
+            except Exception as exc:  # classified and retried: the cache must never die
+                error = kube_error(exc, what="watch deployments")
+                if isinstance(error, KubeGone):
+                    log.info("deployment_watch_expired", namespace=namespace or None)
+                    rv = None  # a new LIST; never reuse a resourceVersion across 410
+                    continue
+                # Resume from the last resourceVersion: a dropped stream needs no new LIST.
+                log.warning("deployment_watch_failed", code=error.code, error=error.message)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)

@@ -1,0 +1,286 @@
+"""Planning a rollback: ``kubectl rollout undo`` semantics, decided purely from objects.
+
+Input: the Deployment and its ReplicaSets as the API returns them (plain JSON), and the
+template hashes rollbackd already rolled back from. Output: a ``Plan`` carrying the exact
+JSON patch ``kubectl rollout undo`` sends, plus a ``test`` of ``metadata.resourceVersion``
+so that a deploy landing between reading and patching is never overwritten, or a ``Skip``
+with a reason code.
+
+Differences from kubectl, on purpose: the default target is the newest *older* revision
+whose template is not known to be bad (kubectl takes the second-highest revision, so two
+undos in a row flip back to the bad template); rollbackd's own ``rollbackd.io/*``
+annotations are carried from the Deployment, never restored from an old ReplicaSet.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from rollbackd.decisions.decide import Situation
+from rollbackd.model import Target
+from rollbackd.state.annotations import PREFIX, parse_time, read_state
+
+Obj = dict[str, Any]
+
+REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
+POD_TEMPLATE_HASH = "pod-template-hash"
+CHANGE_CAUSE = "kubernetes.io/change-cause"
+# Deployment annotations kubectl keeps from the Deployment instead of the ReplicaSet.
+KEPT_FROM_DEPLOYMENT = (
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION,
+    REVISION_HISTORY,
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+)
+
+
+class SkipReason(StrEnum):
+    NO_HISTORY = "no_history"
+    REVISION_NOT_FOUND = "revision_not_found"
+    ALREADY_CURRENT = "already_current"
+    PAUSED = "paused"
+    NOT_SYNCED = "not_synced"
+    ONLY_BAD_TEMPLATES = "only_bad_templates"
+
+
+@dataclass(frozen=True)
+class Revision:
+    """One entry of a Deployment's rollout history (one ReplicaSet)."""
+
+    number: int
+    replicaset: str
+    template_hash: str
+    template: Obj
+    annotations: dict[str, str]
+    created: str
+    history: tuple[int, ...]
+
+    @property
+    def images(self) -> tuple[str, ...]:
+        containers = self.template.get("spec", {}).get("containers") or []
+        return tuple(str(c.get("image", "")) for c in containers)
+
+    @property
+    def change_cause(self) -> str:
+        return self.annotations.get(CHANGE_CAUSE, "")
+
+
+@dataclass(frozen=True)
+class History:
+    revisions: tuple[Revision, ...]  # oldest first
+    current: Revision | None  # the ReplicaSet whose template is the Deployment's
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A rollback ready to send."""
+
+    namespace: str
+    name: str
+    from_revision: Revision
+    to_revision: Revision
+    resource_version: str
+    patch: list[Obj]
+
+    def with_annotations(self, extra: dict[str, str]) -> Plan:
+        """The same rollback, also writing ``extra`` annotations in the same patch."""
+        patch = [dict(op) for op in self.patch]
+        for op in patch:
+            if op["path"] == "/metadata/annotations":
+                op["value"] = {**op["value"], **extra}
+        return replace(self, patch=patch)
+
+
+@dataclass(frozen=True)
+class Skip:
+    reason: SkipReason
+    message: str
+
+
+def _strip_hash(template: Obj) -> Obj:
+    clean = copy.deepcopy(template)
+    labels = clean.get("metadata", {}).get("labels")
+    if labels is not None:
+        labels.pop(POD_TEMPLATE_HASH, None)
+    clean.get("metadata", {}).pop("creationTimestamp", None)
+    return clean
+
+
+def same_template(a: Obj, b: Obj) -> bool:
+    """Equal ignoring pod-template-hash, as kubectl and the controller compare templates."""
+    return _strip_hash(a) == _strip_hash(b)
+
+
+def _controlled_by(rs: Obj, deployment: Obj) -> bool:
+    uid = deployment["metadata"].get("uid")
+    return any(
+        ref.get("controller") and ref.get("uid") == uid
+        for ref in rs["metadata"].get("ownerReferences") or []
+    )
+
+
+def rollout_history(deployment: Obj, replicasets: list[Obj]) -> History:
+    """The revisions of ``deployment``: ReplicaSets it controls, by revision number."""
+    revisions = []
+    current = None
+    owned = sorted(
+        (rs for rs in replicasets if _controlled_by(rs, deployment)),
+        key=lambda rs: (rs["metadata"].get("creationTimestamp", ""), rs["metadata"]["name"]),
+    )
+    for rs in owned:
+        meta = rs["metadata"]
+        annotations = meta.get("annotations") or {}
+        try:
+            number = int(annotations.get(REVISION, "0"))
+        except ValueError:
+            continue  # kubectl skips unparsable revisions too
+        history = tuple(
+            int(n) for n in annotations.get(REVISION_HISTORY, "").split(",") if n.isdigit()
+        )
+        template = rs["spec"]["template"]
+        revision = Revision(
+            number=number,
+            replicaset=meta["name"],
+            template_hash=(meta.get("labels") or {}).get(POD_TEMPLATE_HASH, ""),
+            template=template,
+            annotations=annotations,
+            created=meta.get("creationTimestamp", ""),
+            history=history,
+        )
+        revisions.append(revision)
+        if current is None and same_template(template, deployment["spec"]["template"]):
+            current = revision
+    return History(tuple(sorted(revisions, key=lambda r: r.number)), current)
+
+
+def plan_rollback(
+    deployment: Obj,
+    replicasets: list[Obj],
+    *,
+    known_bad: frozenset[str] = frozenset(),
+    to_revision: int | None = None,
+    extra_annotations: dict[str, str] | None = None,
+) -> Plan | Skip:
+    """Choose the revision to return to and build the patch, or say why not."""
+    meta, spec = deployment["metadata"], deployment["spec"]
+    name = meta["name"]
+    history = rollout_history(deployment, replicasets)
+    current = history.current
+    if current is None:
+        return Skip(
+            SkipReason.NOT_SYNCED,
+            f'deployment "{name}": no ReplicaSet holds the current template yet',
+        )
+    if to_revision:
+        target = next((r for r in history.revisions if r.number == to_revision), None)
+        if target is None:
+            return Skip(
+                SkipReason.REVISION_NOT_FOUND,
+                f"unable to find specified revision {to_revision} in history",
+            )
+    else:
+        older = [r for r in history.revisions if r.number < current.number]
+        if not older:
+            return Skip(SkipReason.NO_HISTORY, f'no rollout history found for deployment "{name}"')
+        usable = [r for r in older if r.template_hash not in known_bad]
+        if not usable:
+            return Skip(
+                SkipReason.ONLY_BAD_TEMPLATES,
+                f'every older revision of deployment "{name}" was already rolled back from',
+            )
+        target = usable[-1]
+    if spec.get("paused"):
+        return Skip(
+            SkipReason.PAUSED,
+            "you cannot rollback a paused deployment; resume it first with "
+            "'kubectl rollout resume' and try again",
+        )
+    if same_template(target.template, spec["template"]):
+        return Skip(
+            SkipReason.ALREADY_CURRENT,
+            f"skipped rollback (current template already matches revision {target.number})",
+        )
+    template = _strip_hash(target.template)
+    # kubectl sends the template's metadata with "creationTimestamp": null first.
+    template["metadata"] = {"creationTimestamp": None, **template.get("metadata", {})}
+    current_annotations = meta.get("annotations") or {}
+    annotations = {
+        k: current_annotations[k] for k in KEPT_FROM_DEPLOYMENT if k in current_annotations
+    }
+    annotations.update(
+        (k, v)
+        for k, v in target.annotations.items()
+        if k not in KEPT_FROM_DEPLOYMENT and not k.startswith(PREFIX)
+    )
+    annotations.update((k, v) for k, v in current_annotations.items() if k.startswith(PREFIX))
+    annotations.update(extra_annotations or {})
+    resource_version = meta["resourceVersion"]
+    return Plan(
+        namespace=meta["namespace"],
+        name=name,
+        from_revision=current,
+        to_revision=target,
+        resource_version=resource_version,
+        patch=[
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "replace", "path": "/spec/template", "value": template},
+            {"op": "replace", "path": "/metadata/annotations", "value": annotations},
+        ],
+    )
+
+
+def selector_of(deployment: Obj) -> str:
+    """The Deployment's selector as a label-selector string, as kubectl lists ReplicaSets."""
+    selector = deployment["spec"].get("selector") or {}
+    terms = [f"{k}={v}" for k, v in sorted((selector.get("matchLabels") or {}).items())]
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression["key"], expression["operator"]
+        values = ",".join(expression.get("values") or [])
+        terms.append(
+            {
+                "In": f"{key} in ({values})",
+                "NotIn": f"{key} notin ({values})",
+                "Exists": key,
+                "DoesNotExist": f"!{key}",
+            }[operator]
+        )
+    return ",".join(terms)
+
+
+def changed_at(history: History, *, observed: datetime | None = None) -> datetime | None:
+    """When the current template became current, as far as the objects tell.
+
+    A fresh template's ReplicaSet was created by the change. A re-adopted ReplicaSet (a
+    rollback, or an old template deployed again) is older than the change; only an
+    observation by the watch cache (``observed``) dates it. Unknown is treated by the
+    guards as "no recent change", so not knowing never causes a rollback.
+    """
+    current = history.current
+    created = parse_time(current.created) if current and not current.history else None
+    known = [t for t in (created, observed) if t is not None]
+    return max(known) if known else None
+
+
+def situation_of(
+    deployment: Obj, replicasets: list[Obj], *, observed_change: datetime | None = None
+) -> Situation:
+    """What the guards need to know about ``deployment``."""
+    meta = deployment["metadata"]
+    history = rollout_history(deployment, replicasets)
+    annotations = meta.get("annotations") or {}
+    return Situation(
+        target=Target(meta["namespace"], meta["name"]),
+        labels=meta.get("labels") or {},
+        annotations=annotations,
+        paused=bool(deployment["spec"].get("paused")),
+        current_hash=history.current.template_hash if history.current else "",
+        changed_at=changed_at(history, observed=observed_change),
+        state=read_state(annotations),
+    )

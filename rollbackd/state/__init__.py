@@ -1,0 +1,1 @@
+"""Incident, cooldown and budget state kept on the Deployment."""
