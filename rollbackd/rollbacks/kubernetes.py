@@ -17,14 +17,15 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, cast
 
 import urllib3
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
 from rollbackd.errors import (
     KubeConflict,
@@ -99,6 +100,30 @@ def _json(response: Any) -> Any:
     return json.loads(response.data)
 
 
+def watch_events(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[Obj]:
+    """Raw watch events from a list function; an ERROR event raises ``ApiException``.
+
+    The client's own ``Watch(deserialize=False)`` fails with a KeyError on ERROR events,
+    which would hide a 410 Gone; reading the lines here keeps the Status it carries.
+    """
+    response = func(*args, watch=True, _preload_content=False, **kwargs)
+    try:
+        for line in iter_resp_lines(response):
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            if event.get("type") == "ERROR":
+                status = event.get("object") or {}
+                raise ApiException(
+                    status=int(status.get("code") or 500),
+                    reason=f"{status.get('reason')}: {status.get('message')}",
+                )
+            yield event
+    finally:
+        response.close()
+        response.release_conn()
+
+
 def micro_time(now: datetime | None = None) -> str:
     """The API's MicroTime: RFC 3339 with exactly six fractional digits."""
     return (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -170,13 +195,12 @@ class KubernetesWorkloads:
     ) -> Obj | None:
         seconds = max(1, min(int(left), int(self._timeout)))
         last = None
-        for event in watch.Watch().stream(
+        for event in watch_events(
             self._apps.list_namespaced_deployment,
             namespace,
             field_selector=f"metadata.name={name}",
             resource_version=rv,
             timeout_seconds=seconds,
-            deserialize=False,
             _request_timeout=(3, seconds + 5),
         ):
             if event["type"] in ("ADDED", "MODIFIED"):
@@ -300,7 +324,6 @@ class DeploymentCache:
             "resource_version": rv,
             "allow_watch_bookmarks": True,
             "timeout_seconds": self._watch_seconds,
-            "deserialize": False,
             "_request_timeout": (3, self._watch_seconds + 10),
         }
         func = (
@@ -309,7 +332,7 @@ class DeploymentCache:
             else (self._apps.list_deployment_for_all_namespaces)
         )
         args = (namespace,) if namespace else ()
-        for event in watch.Watch().stream(func, *args, **kwargs):
+        for event in watch_events(func, *args, **kwargs):
             obj = event["object"]
             rv = str(obj.get("metadata", {}).get("resourceVersion", rv))
             if event["type"] == "BOOKMARK":

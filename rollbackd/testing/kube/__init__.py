@@ -10,6 +10,6 @@ verb and resource), ``faults.expire_watches`` (410 Gone); rollout knobs on ``clu
 """
 
 from rollbackd.testing.kube.cluster import Cluster
-from rollbackd.testing.kube.server import Fault, KubeApiServer
+from rollbackd.testing.kube.server import Fault, Hook, KubeApiServer
 
-__all__ = ["Cluster", "Fault", "KubeApiServer"]
+__all__ = ["Cluster", "Fault", "Hook", "KubeApiServer"]

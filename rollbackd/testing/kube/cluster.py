@@ -226,6 +226,7 @@ class Cluster:
         )
         olds = [rs for rs in owned if rs is not current]
         paused = bool(spec.get("paused"))
+        created = current is None and not paused
         if not paused:
             current = self._new_replicaset(deployment, current, olds)
             annotations = deployment["metadata"].setdefault("annotations", {})
@@ -234,7 +235,7 @@ class Cluster:
                 deployment = self.put("deployments", namespace, deployment)
         self._scale(deployment, current, olds, settle=settle)
         self._prune(deployment, olds)
-        self._write_status(deployment, current, settle=settle)
+        self._write_status(deployment, current, settle=settle, created=created)
 
     def _new_replicaset(self, deployment: Obj, current: Obj | None, olds: list[Obj]) -> Obj:
         meta, spec = deployment["metadata"], deployment["spec"]
@@ -344,7 +345,9 @@ class Cluster:
         for rs in idle[: max(0, len(idle) - limit)]:
             self.delete("replicasets", rs["metadata"]["namespace"], rs["metadata"]["name"])
 
-    def _write_status(self, deployment: Obj, current: Obj | None, *, settle: bool) -> None:
+    def _write_status(
+        self, deployment: Obj, current: Obj | None, *, settle: bool, created: bool = False
+    ) -> None:
         meta, spec = deployment["metadata"], deployment["spec"]
         namespace, name = meta["namespace"], meta["name"]
         owned = self._owned_replicasets(deployment)
@@ -394,9 +397,16 @@ class Cluster:
                     "Deployment does not have minimum availability.",
                 )
             ]
+        was = next((c.get("reason") for c in old if c.get("type") == "Progressing"), None)
+        complete = updated == desired and available == desired and replicas == desired
         if spec.get("paused"):
             conditions.append(
                 condition("Progressing", "Unknown", "DeploymentPaused", "Deployment is paused")
+            )
+        elif was in ("DeploymentPaused", "DeploymentResumed") and not complete and not created:
+            # As captured: resuming says so, and re-adopting an old ReplicaSet is no progress.
+            conditions.append(
+                condition("Progressing", "Unknown", "DeploymentResumed", "Deployment is resumed")
             )
         elif mode == "deadline_exceeded" and settle:
             conditions.append(
@@ -407,7 +417,7 @@ class Cluster:
                     f'ReplicaSet "{rs_name}" has timed out progressing.',
                 )
             )
-        elif updated == desired and available == desired and replicas == desired:
+        elif complete:
             conditions.append(
                 condition(
                     "Progressing",

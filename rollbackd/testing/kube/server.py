@@ -16,7 +16,9 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import Any
@@ -192,6 +194,40 @@ def event_to_v1(core: Obj) -> Obj:
     return event
 
 
+# --- time fields: clients send isoformat, the API answers RFC 3339 with Z -----------------
+
+_TIME_FIELDS = {
+    "creationTimestamp",
+    "firstTimestamp",
+    "lastTimestamp",
+    "deprecatedFirstTimestamp",
+    "deprecatedLastTimestamp",
+    "lastUpdateTime",
+    "lastTransitionTime",
+}
+_MICRO_TIME_FIELDS = {"eventTime", "acquireTime", "renewTime"}
+
+
+def normalize_times(node: Any) -> Any:
+    """Rewrite Time and MicroTime values the way the API server stores them."""
+    if isinstance(node, list):
+        return [normalize_times(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    result = {}
+    for key, value in node.items():
+        if isinstance(value, str) and key in _TIME_FIELDS | _MICRO_TIME_FIELDS:
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+            except ValueError:
+                raise ApiError(400, "BadRequest", f"invalid time {value!r} in {key}") from None
+            fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if key in _MICRO_TIME_FIELDS else "%Y-%m-%dT%H:%M:%SZ"
+            result[key] = parsed.strftime(fmt)
+        else:
+            result[key] = normalize_times(value)
+    return result
+
+
 # --- defaults the real API server applies --------------------------------------------------
 
 
@@ -270,11 +306,29 @@ class RecordedRequest:
 
 
 @dataclass
+class Hook:
+    """Runs ``action(cluster)`` just before a matching request is handled, ``times`` times."""
+
+    method: str
+    path: re.Pattern[str]
+    action: Callable[[Cluster], None]
+    times: int = 1
+
+
+@dataclass
 class Faults:
     latency: float = 0.0
     injected: list[Fault] = field(default_factory=list)
     forbidden: set[tuple[str, str]] = field(default_factory=set)  # (verb, plural)
     expire_watches: bool = False
+    hooks: list[Hook] = field(default_factory=list)
+
+    def run_hooks(self, method: str, path: str, cluster: Cluster) -> None:
+        for hook in self.hooks:
+            if hook.method == method and hook.path.search(path) and hook.times:
+                hook.times -= 1
+                with cluster.lock:
+                    hook.action(cluster)
 
     def take(self, method: str, path: str) -> Fault | None:
         for fault in self.injected:
@@ -400,7 +454,7 @@ class _Handler(BaseHTTPRequestHandler):
         if "protobuf" in content_type:
             raise ApiError(415, "UnsupportedMediaType", "415: Unsupported Media Type")
         try:
-            return json.loads(raw)
+            return normalize_times(json.loads(raw))
         except ValueError as exc:
             raise ApiError(
                 400, "BadRequest", f"the body of the request was invalid: {exc}"
@@ -420,6 +474,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
+        faults.run_hooks(method, url.path, self.api.cluster)
         try:
             if fault is not None:
                 raise ApiError(
