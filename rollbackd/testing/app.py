@@ -26,12 +26,13 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from rollbackd.testing.serving import BackgroundServer
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -177,7 +178,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._answer(200, b"{}")
 
 
-class SampleApp:
+class SampleApp(BackgroundServer):
     """The sample workload served on 127.0.0.1 from a background thread."""
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
@@ -185,51 +186,7 @@ class SampleApp:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(self.workload)
         handler = type("Handler", (_Handler,), {"workload": self.workload, "registry": registry})
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def address(self) -> str:
-        """host:port, as a Prometheus scrape target."""
-        return f"127.0.0.1:{self.port}"
-
-    def start(self) -> SampleApp:
-        self._thread.start()
-        return self
-
-    def serve(self) -> None:
-        """Serve in the calling thread until interrupted."""
-        try:
-            self._server.serve_forever()
-        except KeyboardInterrupt:
-            pass
-        finally:
-            self._server.server_close()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> SampleApp:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        super().__init__(handler, port=port, host=host)
 
 
 def set_traffic(

@@ -12,8 +12,9 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from http.server import BaseHTTPRequestHandler
+
+from rollbackd.testing.serving import BackgroundServer
 
 
 @dataclass
@@ -88,21 +89,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
 
-class PrometheusStub:
+class PrometheusStub(BackgroundServer):
     """Serves scripted answers on 127.0.0.1 from a background thread."""
 
     def __init__(self) -> None:
         self.state = _State()
-        handler = type("Handler", (_Handler,), {"state": self.state})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        super().__init__(type("Handler", (_Handler,), {"state": self.state}))
 
     @property
     def requests(self) -> list[Request]:
@@ -119,16 +111,3 @@ class PrometheusStub:
     ) -> None:
         with self.state.lock:
             self.state.answer = Answer(status, body, content_type, delay)
-
-    def __enter__(self) -> PrometheusStub:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()

@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib import resources
 from typing import Any
 
@@ -32,6 +32,7 @@ from rollbackd.testing.kube.patch import (
     merge_patch,
     strategic_merge,
 )
+from rollbackd.testing.serving import BackgroundServer
 
 VERSION = {
     "major": "1",
@@ -338,7 +339,7 @@ class Faults:
         return None
 
 
-class KubeApiServer:
+class KubeApiServer(BackgroundServer):
     """The fake API server, served from a background thread on 127.0.0.1."""
 
     def __init__(self, port: int = 0, *, cluster: Cluster | None = None) -> None:
@@ -346,35 +347,17 @@ class KubeApiServer:
         self.faults = Faults()
         self.requests: list[RecordedRequest] = []
         self._stopping = threading.Event()
-        handler = type("Handler", (_Handler,), {"api": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        super().__init__(type("Handler", (_Handler,), {"api": self}), port=port)
         data = resources.files("rollbackd.testing.kube") / "data"
         self.discovery: dict[str, Obj] = json.loads((data / "discovery.json").read_text())
         self.openapi_root = (data / "openapi-v3-root.json").read_bytes()
         self._openapi_apps = data / "openapi-v3-apis-apps-v1.json.gz"
 
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> KubeApiServer:
-        self._thread.start()
-        return self
-
     def stop(self) -> None:
-        self._stopping.set()
+        self._stopping.set()  # open watches end
         with self.cluster.lock:
             self.cluster.changed.notify_all()
-        self._server.shutdown()
-        self._server.server_close()
+        super().stop()
 
     @property
     def stopping(self) -> bool:
