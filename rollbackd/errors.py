@@ -45,7 +45,8 @@ into the core.
         ├── WebhookUnauthorized            ERR_WEBHOOK_UNAUTHORIZED
         ├── WebhookTooLarge                ERR_WEBHOOK_TOO_LARGE
         ├── WebhookNotJson                 ERR_WEBHOOK_NOT_JSON
-        └── WebhookBadPayload              ERR_WEBHOOK_BAD_PAYLOAD
+        ├── WebhookBadPayload              ERR_WEBHOOK_BAD_PAYLOAD
+        └── WebhookBusy                    ERR_WEBHOOK_BUSY
 
 ``transient`` says whether retrying the same operation later may succeed; the
 outbox and the executors use it to choose between backoff and giving up.
@@ -296,6 +297,13 @@ class WebhookNotJson(WebhookError):
 
 class WebhookBadPayload(WebhookError):
     code = "ERR_WEBHOOK_BAD_PAYLOAD"
+
+
+class WebhookBusy(WebhookError):
+    """Not the leader, or the queue is full: the sender should retry."""
+
+    code = "ERR_WEBHOOK_BUSY"
+    transient = True
 
 
 def all_error_classes() -> list[type[RollbackdError]]:

@@ -106,3 +106,5 @@ class Verdict:
     error_code: str = ""
     source: str = "prometheus"  # or "alertmanager"
     labels: dict[str, str] = field(default_factory=dict)
+    action: str = "rollback"  # the rule's or trigger's: rollback | notify
+    note: str = ""

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
 
+from rollbackd.model import Verdict
+from rollbackd.runtime.clock import SystemClock
+from rollbackd.runtime.server import HttpServer, WebhookIntake, build_app
+from rollbackd.runtime.telemetry import Telemetry
+from rollbackd.settings import AlertmanagerSettings, ServerSettings
 from rollbackd.testing.app import SampleApp
 from rollbackd.testing.kube import KubeApiServer
 from rollbackd.testing.services import (
@@ -97,3 +105,104 @@ def kube(tmp_path: Path) -> Iterator[Kube]:
 @pytest.fixture
 def kubectl_binary() -> None:
     require_binary(("kubectl",))
+
+
+@dataclass
+class Receiver:
+    """rollbackd's HTTP listener on a real port, run on its own loop in a thread."""
+
+    url: str
+    verdicts: list[Verdict]
+    telemetry: Telemetry
+    ready: list[bool]
+    loop: asyncio.AbstractEventLoop
+    intake: WebhookIntake
+
+    def drain(self) -> None:
+        """Wait until every accepted payload became verdicts."""
+        asyncio.run_coroutine_threadsafe(self.intake.drain(), self.loop).result(10)
+
+    def metric(self, name: str, labels: dict[str, str]) -> float:
+        return self.telemetry.value(name, labels)
+
+
+WEBHOOK_TOKEN = "am-token-5f1c9e"
+
+
+def alertmanager_settings(**overrides: object) -> AlertmanagerSettings:
+    fields: dict[str, object] = {
+        "enabled": True,
+        "auth": {"bearer_token": WEBHOOK_TOKEN},
+        "triggers": [{"match": {"alertname": "HighErrorRate"}, "action": "rollback"}],
+    }
+    fields.update(overrides)
+    return AlertmanagerSettings.model_validate(fields)
+
+
+def start_receiver(
+    settings: AlertmanagerSettings | None = None,
+    max_body: int = 1_048_576,
+    capacity: int = 1000,
+    hold: threading.Event | None = None,
+) -> tuple[Receiver, Any]:
+    """Start a receiver; returns it and the function that stops it."""
+    am = settings or alertmanager_settings()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    verdicts: list[Verdict] = []
+    telemetry = Telemetry()
+    ready = [True]
+
+    async def sink(batch: list[Verdict]) -> None:
+        if hold is not None:  # a slow consumer, to fill the queue
+            await asyncio.to_thread(hold.wait, 10)
+        verdicts.extend(batch)
+
+    async def setup() -> tuple[HttpServer, WebhookIntake]:
+        intake = WebhookIntake(
+            am, clock=SystemClock(), telemetry=telemetry, sink=sink, capacity=capacity
+        )
+        app = build_app(
+            server=ServerSettings(max_body_bytes=max_body),
+            alertmanager=am,
+            telemetry=telemetry,
+            intake=intake,
+            ready=lambda: ready[0],
+        )
+        http = HttpServer(app, host="127.0.0.1", port=0)
+        await http.start()
+        worker = asyncio.get_running_loop().create_task(intake.run())
+        workers.append(worker)
+        return http, intake
+
+    workers: list[asyncio.Task[None]] = []
+    http, intake = asyncio.run_coroutine_threadsafe(setup(), loop).result(10)
+
+    async def teardown() -> None:
+        await http.stop()
+        for worker in workers:
+            worker.cancel()
+
+    def stop() -> None:
+        asyncio.run_coroutine_threadsafe(teardown(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+    url = f"http://127.0.0.1:{http.port}"
+    return Receiver(url, verdicts, telemetry, ready, loop, intake), stop
+
+
+@pytest.fixture
+def make_receiver() -> Iterator[Any]:
+    stops: list[Any] = []
+
+    def start(**kwargs: Any) -> Receiver:
+        receiver, stop = start_receiver(**kwargs)
+        stops.append(stop)
+        return receiver
+
+    yield start
+    for stop in stops:
+        stop()

@@ -106,6 +106,7 @@ class RuleEvaluator:
                     breaching=judgement.breaching,
                     reason=judgement.reason,
                     error_code=judgement.error_code,
+                    action=self.rule.action,
                 )
             )
         return verdicts

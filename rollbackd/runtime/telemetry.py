@@ -52,6 +52,20 @@ class Telemetry:
             registry=r,
         )
 
+        self.alertmanager_alerts = Counter(
+            "rollbackd_alertmanager_alerts",
+            "Alerts received from Alertmanager, by status and what was done: rollback, "
+            "notify, duplicate, no_trigger, no_target.",
+            ["status", "action"],
+            registry=r,
+        )
+        self.webhook_requests = Counter(
+            "rollbackd_webhook_requests",
+            "Webhook requests answered, by HTTP status.",
+            ["code"],
+            registry=r,
+        )
+
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """The current value of one sample, 0 when absent (for tests and the demo)."""
         found = self.registry.get_sample_value(name, labels or {})

@@ -153,6 +153,7 @@ class Prometheus(_Process):
         rule_files: dict[str, str] | None = None,
         alertmanagers: Sequence[str] = (),
         evaluation_interval: str = "1s",
+        alert_resend_delay: str = "1s",
         binary: str | None = None,
     ) -> None:
         found = binary or find_binary(PROMETHEUS_BINARIES)
@@ -164,6 +165,7 @@ class Prometheus(_Process):
         self.evaluation_interval = evaluation_interval
         self.rule_files = dict(rule_files or {})
         self.alertmanagers = list(alertmanagers)
+        self.alert_resend_delay = alert_resend_delay
         self.write_config()
 
     def write_config(self) -> None:
@@ -213,6 +215,7 @@ class Prometheus(_Process):
             f"--storage.tsdb.path={self.workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--web.enable-lifecycle",
+            f"--rules.alert.resend-delay={self.alert_resend_delay}",
         ]
 
 
