@@ -13,11 +13,14 @@ import sys
 from datetime import UTC, datetime
 
 import click
+import httpx
 
 from rollbackd import __version__
 from rollbackd.decisions.decide import decide
-from rollbackd.errors import ConfigError, RollbackdError
-from rollbackd.model import Target, Verdict, new_incident_id
+from rollbackd.errors import ConfigError, DingTalkError, RollbackdError
+from rollbackd.model import Event, Incident, Target, Verdict, new_incident_id
+from rollbackd.notifications.dingtalk import sender_for
+from rollbackd.notifications.render import Renderer
 from rollbackd.rollbacks.execute import Outcome, RollbackExecutor, RollbackRequest, RollbackResult
 from rollbackd.rollbacks.kubernetes import KubernetesWorkloads, api_client
 from rollbackd.rollbacks.plan import rollout_history, selector_of, situation_of
@@ -303,3 +306,57 @@ def rollback(
     click.echo(f"{target}: {result.outcome}: {result.message} [{result.code}]")
     click.echo(f"incident {result.request.incident}")
     sys.exit(EXIT_FAILED if result.outcome is Outcome.FAILED else EXIT_OK)
+
+
+async def send_test_messages(settings: Settings, names: list[str]) -> list[tuple[str, str]]:
+    """One test message per robot, sent directly (no outbox); (name, error or "") each."""
+    now = datetime.now(UTC)
+    incident = Incident(
+        id=new_incident_id(now),
+        event=Event.BREACH,
+        target=Target("rollbackd", "notify-test"),
+        rule="notify-test",
+        since=now,
+        reason="a test message from `rollbackd notify-test`; nothing is wrong",
+    )
+    renderer = Renderer(settings.notifications.language, settings.notifications.templates_dir)
+    message = renderer.render(incident)
+    results = []
+    async with httpx.AsyncClient() as client:
+        for robot in settings.notifications.robots:
+            if robot.name not in names:
+                continue
+            try:
+                await sender_for(robot, client).send(message, at_all=False)
+            except DingTalkError as exc:
+                results.append((robot.name, f"{exc.code}: {exc.message}"))
+            else:
+                results.append((robot.name, ""))
+    return results
+
+
+@main.command("notify-test")
+@config_option
+@click.option("--robot", "robot_name", help="only this robot")
+def notify_test(config_file: str, robot_name: str | None) -> None:
+    """Send a test message to each robot and print what DingTalk answered."""
+    settings = load_or_exit(config_file)
+    configure_logging(
+        level="warning", fmt="console", stream=sys.stderr, secrets=settings.secret_values()
+    )
+    names = [r.name for r in settings.notifications.robots if robot_name in (None, r.name)]
+    if not names:
+        click.echo(
+            f"{config_file}: no robot {'named ' + robot_name if robot_name else ''} configured",
+            err=True,
+        )
+        sys.exit(EXIT_BAD_CONFIG)
+    failed = False
+    for name, error in asyncio.run(send_test_messages(settings, names)):
+        kind = next(r.kind for r in settings.notifications.robots if r.name == name)
+        if error:
+            failed = True
+            click.echo(f"{name}: failed: {error}")
+        else:
+            click.echo(f"{name}: ok{' (errcode 0)' if kind == 'webhook' else ''}")
+    sys.exit(EXIT_FAILED if failed else EXIT_OK)

@@ -40,7 +40,9 @@ into the core.
     │   ├── DingTalkBadSignature           ERR_DINGTALK_BAD_SIGNATURE
     │   ├── DingTalkBadToken               ERR_DINGTALK_BAD_TOKEN
     │   ├── DingTalkKeywordMissing         ERR_DINGTALK_KEYWORD_MISSING
-    │   └── DingTalkRobotDisabled          ERR_DINGTALK_ROBOT_DISABLED
+    │   ├── DingTalkRobotDisabled          ERR_DINGTALK_ROBOT_DISABLED
+    │   ├── DingTalkBusy                   ERR_DINGTALK_BUSY
+    │   └── DingTalkRejected               ERR_DINGTALK_REJECTED
     └── WebhookError                       ERR_WEBHOOK_FAILED
         ├── WebhookUnauthorized            ERR_WEBHOOK_UNAUTHORIZED
         ├── WebhookTooLarge                ERR_WEBHOOK_TOO_LARGE
@@ -272,6 +274,19 @@ class DingTalkKeywordMissing(DingTalkError):
 
 class DingTalkRobotDisabled(DingTalkError):
     code = "ERR_DINGTALK_ROBOT_DISABLED"
+
+
+class DingTalkBusy(DingTalkError):
+    """DingTalk answered "system busy" (errcode -1) or a 5xx: retry later."""
+
+    code = "ERR_DINGTALK_BUSY"
+    transient = True
+
+
+class DingTalkRejected(DingTalkError):
+    """DingTalk refused this message for good (content, size, IP allow list, unknown code)."""
+
+    code = "ERR_DINGTALK_REJECTED"
 
 
 # --- Alertmanager webhook ------------------------------------------------------------

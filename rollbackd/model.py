@@ -108,3 +108,50 @@ class Verdict:
     labels: dict[str, str] = field(default_factory=dict)
     action: str = "rollback"  # the rule's or trigger's: rollback | notify
     note: str = ""
+
+
+class Event(StrEnum):
+    """The moments of an incident that people hear about."""
+
+    BREACH = "breach"
+    ROLLBACK_STARTED = "rollback_started"
+    ROLLBACK_SUCCEEDED = "rollback_succeeded"
+    ROLLBACK_FAILED = "rollback_failed"
+    SKIPPED = "skipped"
+    RECOVERED = "recovered"
+    ESCALATED = "escalated"
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One moment of an incident, with everything a message shows. One id threads them all."""
+
+    id: str
+    event: Event
+    target: Target
+    rule: str = ""
+    value: float | None = None
+    op: str = ""
+    threshold: float | None = None
+    since: datetime | None = None
+    reason: str = ""
+    reason_code: str = ""
+    dry_run: bool = False
+    from_revision: int | None = None
+    to_revision: int | None = None
+    from_images: tuple[str, ...] = ()
+    to_images: tuple[str, ...] = ()
+    graph_url: str = ""
+    note: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Message:
+    """A rendered notification, ready for any robot."""
+
+    incidents: tuple[str, ...]  # every incident it speaks of (a digest names many)
+    event: str
+    title: str
+    text: str
+    labels: dict[str, str] = field(default_factory=dict)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from rollbackd.model import Instant, QueryResult
+from rollbackd.model import Instant, Message, QueryResult
 from rollbackd.settings import TargetLabels
 
 
@@ -60,3 +60,9 @@ class EventRecorder(Protocol):
     async def record_event(
         self, deployment: Obj, *, reason: str, note: str, warning: bool = False
     ) -> None: ...
+
+
+class Notifier(Protocol):
+    """Delivers one rendered message to one robot; raises ``DingTalkError`` on failure."""
+
+    async def send(self, message: Message, *, at_all: bool) -> None: ...

@@ -459,6 +459,9 @@ class AppRobot(_RobotBase):
     app_key: SecretStr = Field(description="the app's AppKey (Client ID)")
     app_secret: SecretStr = Field(description="the app's AppSecret (Client Secret)")
     robot_code: str = Field("", description="robot code; empty: the AppKey")
+    api_url: str = Field(
+        "https://api.dingtalk.com", description="OpenAPI base URL (api.dingtalk.io abroad)"
+    )
     open_conversation_id: str = Field(description="target group (cid...)")
 
     @field_validator("open_conversation_id")

@@ -66,6 +66,19 @@ class Telemetry:
             registry=r,
         )
 
+        self.notifications = Counter(
+            "rollbackd_notifications",
+            "Notification deliveries, by robot and result: ok or the ERR_ code.",
+            ["robot", "result"],
+            registry=r,
+        )
+        self.notification_queue_depth = Gauge(
+            "rollbackd_notification_queue_depth",
+            "Messages waiting in a robot's outbox.",
+            ["robot"],
+            registry=r,
+        )
+
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """The current value of one sample, 0 when absent (for tests and the demo)."""
         found = self.registry.get_sample_value(name, labels or {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 from rollbackd.model import Instant
@@ -21,3 +22,12 @@ class FakeClock:
     def advance(self, seconds: float) -> Instant:
         self.seconds += seconds
         return self.now()
+
+    async def sleep(self, seconds: float) -> None:
+        """An instant sleep that moves time forward, for code that waits on this clock."""
+        self.seconds += max(seconds, 0.0)
+        await asyncio.sleep(0)
+
+    def wall_seconds(self) -> float:
+        """Unix seconds of the wall clock, for servers that judge times (the fake robot)."""
+        return self.now().wall.timestamp()

@@ -1,0 +1,1 @@
+"""Rendering incident messages and delivering them to DingTalk."""

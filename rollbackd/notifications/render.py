@@ -1,0 +1,136 @@
+"""Incident messages as DingTalk markdown, from Jinja2 templates in Chinese and English.
+
+Built-in templates live beside this module as ``<event>.<language>.md.j2``; an operator's
+``notifications.templates_dir`` holding a file of the same name replaces it. Every message
+shows the incident id, the Deployment, the rule with its value against the threshold, since
+when, the revisions and images, the decision's reason, a DRY-RUN mark when so, and a link to
+the rule's graph in Prometheus. Pure: no I/O beyond reading templates once.
+"""
+
+from __future__ import annotations
+
+import math
+import urllib.parse
+from datetime import datetime
+from pathlib import Path
+
+import jinja2
+
+from rollbackd.model import Event, Incident, Message
+
+MAX_BYTES = 20_000
+"""DingTalk refuses a body over 20,000 UTF-8 bytes; text is cut below it with a marker."""
+TRUNCATED = {"en": "\n\n… (truncated)", "zh": "\n\n……（已截断）"}
+_TITLES = {
+    "en": {
+        Event.BREACH: "Breach",
+        Event.ROLLBACK_STARTED: "Rolling back",
+        Event.ROLLBACK_SUCCEEDED: "Rolled back",
+        Event.ROLLBACK_FAILED: "Rollback FAILED",
+        Event.SKIPPED: "Not rolled back",
+        Event.RECOVERED: "Recovered",
+        Event.ESCALATED: "Still breaching after rollback",
+    },
+    "zh": {
+        Event.BREACH: "指标异常",
+        Event.ROLLBACK_STARTED: "开始回滚",
+        Event.ROLLBACK_SUCCEEDED: "已回滚",
+        Event.ROLLBACK_FAILED: "回滚失败",
+        Event.SKIPPED: "未回滚",
+        Event.RECOVERED: "已恢复",
+        Event.ESCALATED: "回滚后仍异常",
+    },
+}
+
+
+def graph_url(prometheus_url: str, expr: str) -> str:
+    """A Prometheus graph link for a rule's expression."""
+    query = urllib.parse.urlencode({"g0.expr": expr, "g0.tab": "0", "g0.range_input": "1h"})
+    return f"{prometheus_url.rstrip('/')}/graph?{query}"
+
+
+def _number(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "NaN"
+    return f"{value:.4g}"
+
+
+def _when(value: datetime) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def truncate(text: str, *, limit: int, marker: str) -> str:
+    """Cut ``text`` so that its UTF-8 form fits ``limit`` bytes, ending with ``marker``."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    room = limit - len(marker.encode())
+    return data[:room].decode(errors="ignore") + marker
+
+
+class Renderer:
+    """Renders incidents in one language, with the operator's overrides if any."""
+
+    def __init__(self, language: str = "zh", templates_dir: str = "") -> None:
+        loaders: list[jinja2.BaseLoader] = []
+        if templates_dir:
+            loaders.append(jinja2.FileSystemLoader(templates_dir))
+        loaders.append(jinja2.FileSystemLoader(Path(__file__).with_name("templates")))
+        self._env = jinja2.Environment(  # noqa: S701 - markdown for DingTalk, not HTML
+            loader=jinja2.ChoiceLoader(loaders),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=False,
+            keep_trailing_newline=False,
+        )
+        self._env.filters["num"] = _number
+        self._env.filters["when"] = _when
+        self.language = language
+
+    def render(self, incident: Incident) -> Message:
+        template = self._env.get_template(f"{incident.event}.{self.language}.md.j2")
+        text = template.render(i=incident).strip() + "\n"
+        title = (
+            f"{'[DRY-RUN] ' if incident.dry_run else ''}{_TITLES[self.language][incident.event]}"
+        )
+        title += f" {incident.target}"
+        return Message(
+            incidents=(incident.id,),
+            event=str(incident.event),
+            title=title,
+            text=text,
+            labels={
+                "namespace": incident.target.namespace,
+                "deployment": incident.target.deployment,
+                **incident.labels,
+            },
+        )
+
+    def digests(self, messages: list[Message], *, limit: int, dropped: int = 0) -> list[Message]:
+        """Many messages as few, each under ``limit`` bytes, together naming every incident.
+
+        Used when a robot is backed up: one DingTalk message can carry dozens of incidents.
+        """
+        lines = [f"- {m.title} ({', '.join(m.incidents)})" for m in messages]
+        owners = [m.incidents for m in messages]
+        if dropped:
+            more = f"- … {dropped} more" if self.language == "en" else f"- ……另有 {dropped} 条"
+            lines.append(more)
+            owners.append(())
+        chunks: list[tuple[list[str], list[str]]] = [([], [])]
+        for line, incidents in zip(lines, owners, strict=True):
+            body, ids = chunks[-1]
+            if body and len(("\n".join([*body, line])).encode()) > limit - 200:
+                chunks.append(([], []))
+                body, ids = chunks[-1]
+            body.append(line)
+            ids.extend(incidents)
+        result = []
+        for body, ids in chunks:
+            unique = tuple(dict.fromkeys(ids))
+            if self.language == "zh":
+                head = f"汇总：{len(body)} 条通知，{len(unique)} 个事件"
+            else:
+                head = f"Digest: {len(body)} messages, {len(unique)} incidents"
+            text = "\n".join([f"### {head}", "", *body]) + "\n"
+            result.append(Message(unique, "digest", head, text))
+        return result

@@ -1,0 +1,70 @@
+"""Incident messages in Chinese and English: everything an on-call engineer needs to see."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from rollbackd.model import Event
+from rollbackd.notifications.render import Renderer, graph_url, truncate
+from tests.integration.test_dingtalk import incident
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+@pytest.mark.parametrize("event", list(Event))
+def test_every_event_renders_every_fact(language: str, event: Event) -> None:
+    """Each event, in each language, shows id, target, rule, value/threshold, since,
+    revisions with images, the reason and the graph link."""
+    item = replace(incident(7, event), graph_url=graph_url("http://prom:9090", "up > 0"))
+    message = Renderer(language).render(item)
+    for fact in (
+        item.id,
+        "shop/web-7",
+        "high-error-rate",
+        "0.31 > 0.05",
+        "2026-11-27 12:00:00",
+        "3 (nginx:3.0)",
+        "2 (nginx:2.0)",
+        "2m00s after the change",
+        "http://prom:9090/graph?g0.expr=up+%3E+0",
+    ):
+        assert fact in message.text, (fact, message.text)
+    assert message.incidents == (item.id,)
+    assert "DRY-RUN" not in message.text
+
+
+def test_dry_run_is_marked_in_title_and_text() -> None:
+    """A dry-run incident says DRY-RUN where people look first."""
+    message = Renderer("zh").render(replace(incident(1), dry_run=True))
+    assert message.title.startswith("[DRY-RUN]")
+    assert "DRY-RUN" in message.text
+
+
+def test_operator_templates_override_builtins(tmp_path: Path) -> None:
+    """A template of the same name in templates_dir replaces the built-in one."""
+    (tmp_path / "rollback_succeeded.en.md.j2").write_text("Undone {{ i.target }} ({{ i.id }})")
+    message = Renderer("en", str(tmp_path)).render(incident(2))
+    assert message.text == f"Undone shop/web-2 ({incident(2).id})\n"
+    other = Renderer("en", str(tmp_path)).render(incident(2, Event.BREACH))
+    assert "Breach" in other.text  # others keep the built-in template
+
+
+def test_digests_name_every_incident_and_fit() -> None:
+    """A digest of 300 messages is split under the size limit and names all 300 incidents."""
+    renderer = Renderer("en")
+    messages = [renderer.render(incident(n % 100)) for n in range(300)]
+    digests = renderer.digests(messages, limit=5000, dropped=12)
+    assert all(len(d.text.encode()) <= 5000 for d in digests)
+    named = {i for d in digests for i in d.incidents}
+    assert named == {incident(n).id for n in range(100)}
+    assert "12 more" in digests[-1].text
+
+
+def test_truncate_respects_utf8_bytes() -> None:
+    """Chinese text is cut on byte size, never in the middle of a character."""
+    text = "回滚" * 5000
+    cut = truncate(text, limit=1000, marker="…")
+    assert len(cut.encode()) <= 1000
+    assert cut.endswith("…")
