@@ -25,6 +25,7 @@ from rollbackd.rollbacks.execute import Outcome, RollbackExecutor, RollbackReque
 from rollbackd.rollbacks.kubernetes import KubernetesWorkloads, api_client
 from rollbackd.rollbacks.plan import rollout_history, selector_of, situation_of
 from rollbackd.runtime.clock import SystemClock
+from rollbackd.runtime.daemon import run_daemon
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
 from rollbackd.runtime.logs import configure_logging
 from rollbackd.runtime.telemetry import Telemetry
@@ -360,3 +361,21 @@ def notify_test(config_file: str, robot_name: str | None) -> None:
         else:
             click.echo(f"{name}: ok{' (errcode 0)' if kind == 'webhook' else ''}")
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@main.command("run")
+@config_option
+@click.option("--dry-run", is_flag=True, help="every step except writes to the cluster")
+@click.option("--once", is_flag=True, help="run one evaluation cycle and exit")
+def run(config_file: str, dry_run: bool, once: bool) -> None:
+    """The daemon: evaluate rules, receive alerts, roll back bad changes, tell people."""
+    settings = load_or_exit(config_file)
+    if dry_run:
+        rollback = settings.rollback.model_copy(update={"dry_run": True})
+        settings = settings.model_copy(update={"rollback": rollback})
+    try:
+        code = run_daemon(settings, config_file=config_file, once=once)
+    except RollbackdError as exc:
+        click.echo(f"rollbackd: fatal: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    sys.exit(code)

@@ -108,6 +108,7 @@ class Verdict:
     labels: dict[str, str] = field(default_factory=dict)
     action: str = "rollback"  # the rule's or trigger's: rollback | notify
     note: str = ""
+    began: datetime | None = None  # when the breach began (the pending start), if breaching
 
 
 class Event(StrEnum):

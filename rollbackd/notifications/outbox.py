@@ -60,6 +60,11 @@ class TokenBucket:
     def take(self) -> None:
         self._tokens -= 1
 
+    def available(self) -> int:
+        """Whole tokens available now."""
+        self.wait_time()
+        return int(self._tokens)
+
 
 class Outbox:
     """The queue and sender of one robot."""
@@ -79,8 +84,8 @@ class Outbox:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.name = name
-        self._sender = sender
-        self._renderer = renderer
+        self.sender = sender  # replaceable on reload; the queue stays
+        self.renderer = renderer
         self._clock = clock
         self._sleep = sleep
         self._telemetry = telemetry
@@ -111,7 +116,7 @@ class Outbox:
     def _fold(self) -> None:
         """Merge the oldest half into summaries: nothing is dropped without a trace."""
         half = self._pending[: self._capacity // 2]
-        digests = self._renderer.digests([p.message for p in half], limit=MAX_BYTES - 2000)
+        digests = self.renderer.digests([p.message for p in half], limit=MAX_BYTES - 2000)
         at_all = any(p.at_all for p in half)
         self._folded += len(half)
         log.warning(
@@ -147,14 +152,19 @@ class Outbox:
             if wait > 0:
                 await self._sleep(wait)
                 continue
+            if len(self._pending) <= self._bucket.available():
+                # Tokens for every waiting message: they go out one by one, in order.
+                batch, self._pending = [self._pending[0]], self._pending[1:]
+                outgoing = batch[0]
+            else:  # backed up: everything waiting leaves together as digests
+                batch, self._pending = self._pending, []
+                outgoing = self._digest(batch)
             self._bucket.take()
-            batch, self._pending = self._pending, []
-            self._telemetry.notification_queue_depth.labels(self.name).set(0)
-            outgoing = batch[0] if len(batch) == 1 else self._digest(batch)
+            self._telemetry.notification_queue_depth.labels(self.name).set(len(self._pending))
             await self._deliver(outgoing, batch)
 
     def _digest(self, batch: list[_Pending]) -> _Pending:
-        digests = self._renderer.digests([p.message for p in batch], limit=MAX_BYTES - 2000)
+        digests = self.renderer.digests([p.message for p in batch], limit=MAX_BYTES - 2000)
         at_all = any(p.at_all for p in batch)
         # Beyond the first, digests wait their turn for a token at the head of the queue.
         self._pending = [_Pending(d, at_all) for d in digests[1:]] + self._pending
@@ -163,7 +173,7 @@ class Outbox:
     async def _deliver(self, outgoing: _Pending, batch: list[_Pending]) -> None:
         message = outgoing.message
         try:
-            await self._sender.send(message, at_all=outgoing.at_all)
+            await self.sender.send(message, at_all=outgoing.at_all)
         except DingTalkError as exc:
             self._telemetry.notifications.labels(self.name, exc.code).inc()
             if not exc.transient:

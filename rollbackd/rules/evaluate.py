@@ -107,6 +107,7 @@ class RuleEvaluator:
                     reason=judgement.reason,
                     error_code=judgement.error_code,
                     action=self.rule.action,
+                    began=track.active_since.wall if track else None,
                 )
             )
         return verdicts

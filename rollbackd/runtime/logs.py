@@ -128,7 +128,8 @@ def configure_logging(
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])
     # httpx logs every request URL at INFO, and a DingTalk URL carries the robot's token.
-    for noisy in ("httpx", "httpcore", "urllib3", "kubernetes.client.rest"):
+    # apscheduler logs every run of every job at INFO; rollbackd logs each cycle itself.
+    for noisy in ("httpx", "httpcore", "urllib3", "kubernetes.client.rest", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

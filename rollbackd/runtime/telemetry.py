@@ -79,6 +79,26 @@ class Telemetry:
             registry=r,
         )
 
+        self.decisions = Counter(
+            "rollbackd_decisions",
+            "Decisions on firing signals, by decision and reason code.",
+            ["decision", "reason"],
+            registry=r,
+        )
+        self.rollbacks = Counter(
+            "rollbackd_rollbacks",
+            "Rollbacks carried out, by result: succeeded, failed, dry_run, skipped.",
+            ["result"],
+            registry=r,
+        )
+        self.rollback_seconds = Histogram(
+            "rollbackd_rollback_seconds",
+            "Time from the decision to a finished (or failed) rollback.",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
+            registry=r,
+        )
+        self.leader = Gauge("rollbackd_leader", "1 while this replica holds the Lease.", registry=r)
+
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:
         """The current value of one sample, 0 when absent (for tests and the demo)."""
         found = self.registry.get_sample_value(name, labels or {})

@@ -157,4 +157,5 @@ def _verdict(alert: Alert, target: Target, trigger: Trigger, now: Instant) -> Ve
         labels=dict(alert.labels),
         action=trigger.action,
         note="" if firing else RESOLVED_NOTE,
+        began=began if firing else None,  # Prometheus's startsAt is the pending start
     )

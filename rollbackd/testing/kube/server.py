@@ -303,6 +303,7 @@ class RecordedRequest:
     path: str
     query: dict[str, str]
     user_agent: str
+    content_type: str = ""
     status: int = 0
 
 
@@ -446,7 +447,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
-        self._record = RecordedRequest(method, url.path, query, self.headers.get("User-Agent", ""))
+        self._record = RecordedRequest(
+            method,
+            url.path,
+            query,
+            self.headers.get("User-Agent", ""),
+            self.headers.get("Content-Type", ""),
+        )
         self.api.requests.append(self._record)
         faults = self.api.faults
         if faults.latency:

@@ -1,0 +1,283 @@
+"""The daemon: ports wired to the stages, leadership, signals, and an orderly shutdown.
+
+Start-up: logging, the Deployment watch cache, the Lease, the HTTP listener, the outboxes,
+the webhook intake and the scheduler. Only the leader with a synced cache evaluates, acts
+and speaks; ``/readyz`` says so, which sends Alertmanager's webhooks to the leader.
+
+Shutdown on SIGTERM or SIGINT, in order, each step bounded: not ready -> stop intake (the
+HTTP listener) -> stop the scheduler -> finish the in-flight rollback -> flush the outboxes
+-> release the Lease. SIGHUP reloads the configuration: validated first, the old one stays
+on any error; rules, rollback guards and notification routing change live, while changes
+to kubernetes, prometheus, server or leader_election are reported as needing a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import httpx
+import structlog
+
+from rollbackd.errors import ConfigError
+from rollbackd.model import Target, Verdict
+from rollbackd.notifications.dingtalk import sender_for
+from rollbackd.notifications.outbox import Notifications, Outbox
+from rollbackd.notifications.render import Renderer
+from rollbackd.rollbacks.execute import RollbackExecutor
+from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads, api_client
+from rollbackd.runtime.clock import SystemClock
+from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
+from rollbackd.runtime.incidents import IncidentManager, OpenIncident
+from rollbackd.runtime.leader import LeaderElector
+from rollbackd.runtime.logs import configure_logging, get_logger
+from rollbackd.runtime.scheduler import EvaluationScheduler
+from rollbackd.runtime.server import HttpServer, WebhookIntake, build_app
+from rollbackd.runtime.telemetry import Telemetry
+from rollbackd.settings import Settings, load_settings
+from rollbackd.signals.prometheus import PrometheusSource
+
+log = get_logger(__name__)
+
+SHUTDOWN_STEP_SECONDS = 10.0
+EXIT_OK, EXIT_FATAL = 0, 1
+
+
+class Daemon:
+    """One rollbackd process."""
+
+    def __init__(self, settings: Settings, *, config_file: str = "", once: bool = False) -> None:
+        self.settings = settings
+        self.config_file = config_file
+        self.once = once
+        self.clock = SystemClock()
+        self.telemetry = Telemetry()
+        self.stop = asyncio.Event()
+        self._observed: dict[tuple[str, str], datetime] = {}
+        api = api_client(settings.kubernetes)
+        self.workloads = KubernetesWorkloads(api)
+        self.cache = DeploymentCache(api, settings.kubernetes, on_change=self._observe)
+        self.leader = LeaderElector(api, settings.leader_election, on_change=self._leadership)
+        self.source = PrometheusSource(settings.prometheus)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._shutting_down = False
+        self.outboxes: dict[str, Outbox] = {}
+        self.http_client: httpx.AsyncClient | None = None
+        self.open_incidents: dict[Target, OpenIncident] = {}  # survives reloads
+        self._built = False
+
+    # --- wiring -------------------------------------------------------------------------------
+
+    def _observe(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """Remember when a managed Deployment's template changed (the watch thread calls it)."""
+        if (
+            old is not None
+            and new is not None
+            and (old["spec"].get("template") != new["spec"].get("template"))
+        ):
+            meta = new["metadata"]
+            self._observed[(meta["namespace"], meta["name"])] = self.clock.now().wall
+
+    def _leadership(self, leading: bool) -> None:
+        self.telemetry.leader.set(1 if leading else 0)
+        if leading and self._built:
+            self.incidents.adopt_recent_rollbacks()
+
+    def is_leader(self) -> bool:
+        if not self.settings.leader_election.enabled:
+            return True
+        return self.leader.is_leader
+
+    def ready(self) -> bool:
+        return not self._shutting_down and self.cache.synced and self.is_leader()
+
+    def _build(self) -> None:
+        """Build the stages from ``self.settings``; on reload, queued messages and open
+        incidents carry over."""
+        settings = self.settings
+        assert self.http_client is not None
+        renderer = Renderer(settings.notifications.language, settings.notifications.templates_dir)
+        previous, self.outboxes = self.outboxes, {}
+        for robot in settings.notifications.robots:
+            sender = sender_for(robot, self.http_client)
+            outbox = previous.get(robot.name)
+            if outbox is None:
+                outbox = Outbox(
+                    robot.name,
+                    sender,
+                    renderer,
+                    clock=self.clock,
+                    sleep=asyncio.sleep,
+                    telemetry=self.telemetry,
+                )
+                self._spawn(outbox.run(), f"outbox-{robot.name}")
+            outbox.sender, outbox.renderer = sender, renderer
+            self.outboxes[robot.name] = outbox
+        self.notifications = Notifications(settings.notifications, renderer, self.outboxes)
+        self.executor = RollbackExecutor(
+            workloads=self.workloads,
+            watcher=self.workloads,
+            events=self.workloads,
+            settings=settings.rollback,
+            wall_clock=lambda: self.clock.now().wall,
+            may_write=self.is_leader,
+        )
+        self.incidents = IncidentManager(
+            settings,
+            deployments=self.cache,
+            workloads=self.workloads,
+            executor=self.executor,
+            notifications=self.notifications,
+            telemetry=self.telemetry,
+            clock=self.clock,
+            is_leader=self.is_leader,
+            observed_changes=self._observed,
+            open_incidents=self.open_incidents,
+        )
+        self.runner = RuleRunner(
+            settings.rules, source=self.source, clock=self.clock, telemetry=self.telemetry
+        )
+        self.scheduler = EvaluationScheduler(
+            self.runner, sink=self._sink, telemetry=self.telemetry, active=self.ready
+        )
+
+    async def _sink(self, verdicts: list[Verdict]) -> None:
+        if self.ready():
+            await self.incidents.handle(verdicts)
+
+    def _spawn(self, coroutine: Any, name: str) -> None:
+        self._tasks.append(asyncio.create_task(coroutine, name=name))
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        settings = self.settings
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload(), "reload"))
+        log.info(
+            "starting",
+            identity=self.leader.identity,
+            dry_run=settings.rollback.dry_run,
+            rules=[rule.name for rule in settings.rules],
+            once=self.once,
+        )
+        problems = await check_rule_syntax(self.source, settings.rules)
+        if problems:
+            for problem in problems:
+                log.error("rule_invalid", problem=problem)
+            return EXIT_FATAL
+        self.cache.start()
+        async with httpx.AsyncClient() as http_client:
+            self.http_client = http_client
+            self._build()
+            if self.once:
+                return await self._run_once()
+            if settings.leader_election.enabled:
+                self._spawn(self.leader.run(self.stop), "leader")
+            intake = None
+            if settings.alertmanager.enabled:
+                intake = WebhookIntake(
+                    settings.alertmanager,
+                    clock=self.clock,
+                    telemetry=self.telemetry,
+                    sink=self._sink,
+                )
+                self._spawn(intake.run(), "webhook-intake")
+            app = build_app(
+                server=settings.server,
+                alertmanager=settings.alertmanager,
+                telemetry=self.telemetry,
+                intake=intake,
+                ready=self.ready,
+            )
+            self.http = HttpServer(app, host=settings.server.host, port=settings.server.port)
+            await self.http.start()
+            log.info("listening", address=settings.server.listen, port=self.http.port)
+            self.scheduler.start()
+            await self.stop.wait()
+            await self._shutdown()
+        return EXIT_OK
+
+    async def _run_once(self) -> int:
+        await _until(lambda: self.cache.synced, 30)
+        verdicts = await self.runner.run()
+        await self.incidents.handle(verdicts)
+        await self.incidents.idle(self.settings.rollback.wait_for_rollout.total_seconds() + 30)
+        await self.notifications.drain(SHUTDOWN_STEP_SECONDS)
+        self.cache.stop()
+        log.info("once_finished", verdicts=len(verdicts), incidents=len(self.incidents.open))
+        return EXIT_OK
+
+    async def _shutdown(self) -> None:
+        started = time.monotonic()
+        log.info("shutdown_started")
+        self._shutting_down = True  # not ready: the Service stops sending webhooks here
+        await _bounded(self.http.stop(), "stop_listener")
+        self.scheduler.shutdown()
+        await self.incidents.idle(SHUTDOWN_STEP_SECONDS * 3)
+        await self.notifications.drain(SHUTDOWN_STEP_SECONDS)
+        await self.leader.release()
+        self.cache.stop()
+        for task in self._tasks:
+            task.cancel()
+        self.source.close()
+        log.info("shutdown_finished", seconds=round(time.monotonic() - started, 2))
+
+    async def reload(self) -> None:
+        """SIGHUP: validate the file, then apply what can change without a restart."""
+        if not self.config_file:
+            log.warning("reload_ignored", reason="no configuration file")
+            return
+        try:
+            fresh = load_settings(self.config_file)
+        except ConfigError as exc:
+            log.error("reload_rejected", code=exc.code, problems=exc.lines())
+            return
+        restart = [
+            section
+            for section in ("kubernetes", "prometheus", "server", "leader_election")
+            if getattr(fresh, section) != getattr(self.settings, section)
+        ]
+        self.scheduler.shutdown()
+        # Sections that need a restart keep their running values until then.
+        self.settings = fresh.model_copy(
+            update={section: getattr(self.settings, section) for section in restart}
+        )
+        self._build()
+        self.scheduler.start()
+        log.info(
+            "reloaded",
+            rules=[r.name for r in self.settings.rules],
+            restart_needed_for=restart or None,
+        )
+
+
+async def _until(condition: Callable[[], bool], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    return True
+
+
+async def _bounded(step: Any, name: str) -> None:
+    try:
+        await asyncio.wait_for(step, SHUTDOWN_STEP_SECONDS)
+    except TimeoutError:
+        log.error("shutdown_step_timed_out", step=name)
+
+
+def run_daemon(settings: Settings, *, config_file: str, once: bool) -> int:
+    """``rollbackd run``: configure logging and run until stopped."""
+    configure_logging(
+        level=settings.logging.level, fmt=settings.logging.format, secrets=settings.secret_values()
+    )
+    structlog.contextvars.clear_contextvars()
+    return asyncio.run(Daemon(settings, config_file=config_file, once=once).run())

@@ -1,0 +1,235 @@
+"""Edge: leader election on a ``coordination.k8s.io/v1`` Lease, client-go's algorithm.
+
+Every ``retry_period`` (jittered while not leading) the elector reads the Lease:
+
+1. missing: create it holding it, and lead;
+2. held by another and observed unchanged for less than ``lease_duration`` (measured on the
+   local clock from when this replica last saw the record change, never from the record's
+   ``renewTime``, so clock skew between nodes does not matter): not leader;
+3. otherwise write it with this identity and a new ``renewTime`` (keeping ``acquireTime`` and
+   ``leaseTransitions`` when already leading); the write carries the resourceVersion read,
+   so of two contenders one gets 409 and loses the round.
+
+A leader that cannot renew within ``renew_deadline`` stops leading. There is no fencing in
+the Lease itself, so ``is_leader`` also requires the last successful renewal to be younger
+than ``renew_deadline``: a leader frozen past its lease finds itself not leading before any
+write. On shutdown the Lease is released (empty holder, ``leaseDurationSeconds: 1``) so a
+standby takes over at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from rollbackd.errors import KubeError
+from rollbackd.rollbacks.kubernetes import kube_error, micro_time
+from rollbackd.runtime.logs import get_logger
+from rollbackd.settings import LeaderElectionSettings
+
+log = get_logger(__name__)
+
+Obj = dict[str, Any]
+JITTER = 1.2
+
+
+def default_identity() -> str:
+    """``<hostname>_<uuid>``, as kube-controller-manager names itself."""
+    return f"{socket.gethostname()}_{uuid.uuid4()}"
+
+
+class LeaderElector:
+    """Holds, renews and releases one Lease."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        settings: LeaderElectionSettings,
+        *,
+        identity: str | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        on_change: Callable[[bool], None] = lambda leading: None,
+    ) -> None:
+        self._api = client.CoordinationV1Api(api)
+        self._settings = settings
+        self.identity = identity or default_identity()
+        self._monotonic = monotonic
+        self._on_change = on_change
+        self._leading = False
+        self._last_renew = 0.0
+        self._observed: tuple[Any, ...] | None = None
+        self._observed_at = 0.0
+        self._acquire_time = ""
+        self._transitions = 0
+
+    @property
+    def is_leader(self) -> bool:
+        """Leading, with a renewal younger than the renew deadline (checked before writes)."""
+        fresh = self._monotonic() - self._last_renew < self._settings.renew_deadline.total_seconds()
+        return self._leading and fresh
+
+    def _set_leading(self, leading: bool) -> None:
+        if leading != self._leading:
+            self._leading = leading
+            log.info(
+                "leadership_changed",
+                leader=leading,
+                identity=self.identity,
+                lease=f"{self._settings.namespace}/{self._settings.lease_name}",
+            )
+            self._on_change(leading)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Acquire and renew until ``stop`` is set."""
+        retry = self._settings.retry_period.total_seconds()
+        while not stop.is_set():
+            try:
+                ok = await asyncio.wait_for(
+                    asyncio.to_thread(self._try_acquire_or_renew),
+                    self._settings.renew_deadline.total_seconds(),
+                )
+            except (TimeoutError, KubeError) as exc:
+                ok = False
+                log.warning("lease_round_failed", error=str(exc) or "timeout")
+            now = self._monotonic()
+            deadline = self._settings.renew_deadline.total_seconds()
+            if ok:
+                self._last_renew = now
+                self._set_leading(True)
+            elif self._leading and now - self._last_renew >= deadline:
+                self._set_leading(False)  # could not renew in time: stop leading
+            jitter = 1 + random.random() * (JITTER - 1)  # noqa: S311 - spreading, not security
+            wait = retry if self._leading else retry * jitter
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+
+    def _read(self) -> Obj | None:
+        namespace, name = self._settings.namespace, self._settings.lease_name
+        try:
+            response: Any = self._api.read_namespaced_lease(
+                name, namespace, _preload_content=False, _request_timeout=(3, 5)
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise kube_error(exc, what="read lease") from exc
+        except Exception as exc:
+            raise kube_error(exc, what="read lease") from exc
+        return dict(json.loads(response.data))
+
+    def _try_acquire_or_renew(self) -> bool:
+        settings = self._settings
+        now_wall, now = datetime.now(UTC), self._monotonic()
+        duration = int(settings.lease_duration.total_seconds())
+        lease = self._read()
+        if lease is None:
+            held = {
+                "holderIdentity": self.identity,
+                "leaseDurationSeconds": duration,
+                "acquireTime": micro_time(now_wall),
+                "renewTime": micro_time(now_wall),
+                "leaseTransitions": 0,
+            }
+            body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": settings.lease_name, "namespace": settings.namespace},
+                "spec": held,
+            }
+            return self._write(
+                lambda: self._api.create_namespaced_lease(
+                    settings.namespace,
+                    cast(Any, body),
+                    _preload_content=False,
+                    _request_timeout=(3, 5),
+                )
+            )
+        spec: Obj = lease.get("spec") or {}
+        record = (
+            spec.get("holderIdentity"),
+            spec.get("renewTime"),
+            spec.get("acquireTime"),
+            spec.get("leaseTransitions"),
+            spec.get("leaseDurationSeconds"),
+        )
+        if record != self._observed:
+            self._observed, self._observed_at = record, now
+        holder = spec.get("holderIdentity") or ""
+        held_for = int(spec.get("leaseDurationSeconds") or duration)
+        if holder and holder != self.identity and self._observed_at + held_for > now:
+            return False
+        leading = holder == self.identity
+        if not leading:
+            self._acquire_time = micro_time(now_wall)
+            self._transitions = int(spec.get("leaseTransitions") or 0) + (1 if holder else 0)
+        else:
+            self._acquire_time = spec.get("acquireTime") or micro_time(now_wall)
+            self._transitions = int(spec.get("leaseTransitions") or 0)
+        lease["spec"] = {
+            **spec,
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": duration,
+            "acquireTime": self._acquire_time,
+            "renewTime": micro_time(now_wall),
+            "leaseTransitions": self._transitions,
+        }
+        return self._write(
+            lambda: self._api.replace_namespaced_lease(
+                settings.lease_name,
+                settings.namespace,
+                cast(Any, lease),
+                _preload_content=False,
+                _request_timeout=(3, 5),
+            )
+        )
+
+    @staticmethod
+    def _write(call: Callable[[], Any]) -> bool:
+        try:
+            call()
+        except ApiException as exc:
+            if exc.status == 409:
+                return False  # another replica wrote first: it wins this round
+            raise kube_error(exc, what="write lease") from exc
+        except Exception as exc:
+            raise kube_error(exc, what="write lease") from exc
+        return True
+
+    async def release(self) -> None:
+        """Give the Lease up so a standby can take over immediately."""
+        if not self._leading:
+            return
+        self._set_leading(False)
+
+        def release() -> None:
+            lease = self._read()
+            if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
+                return
+            lease["spec"] = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1}
+            self._write(
+                lambda: self._api.replace_namespaced_lease(
+                    self._settings.lease_name,
+                    self._settings.namespace,
+                    cast(Any, lease),
+                    _preload_content=False,
+                    _request_timeout=(3, 5),
+                )
+            )
+
+        try:
+            await asyncio.wait_for(asyncio.to_thread(release), 5)
+        except (TimeoutError, KubeError) as exc:
+            log.warning("lease_release_failed", error=str(exc) or "timeout")
+        else:
+            log.info("lease_released", identity=self.identity)

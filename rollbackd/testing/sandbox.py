@@ -1,0 +1,240 @@
+"""A whole world for rollbackd on one machine: the fake API server, the real Prometheus,
+the sample workload and the fake DingTalk robot, plus a configuration that ties them.
+
+The end-to-end tests and ``rollbackd demo`` run ``rollbackd run`` against it. The sample
+workload behaves like a real service: its error ratio follows the image the Deployment
+runs (``errors_by_image``), so a rollback really ends the errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import yaml
+from kubernetes import client, config
+
+from rollbackd.testing.app import SampleApp, set_traffic
+from rollbackd.testing.dingtalk import FakeDingTalk
+from rollbackd.testing.kube import KubeApiServer, seed
+from rollbackd.testing.services import Prometheus
+
+NAMESPACE = "shop"
+ROBOT_TOKEN = "sandbox-robot-token-51f0"  # noqa: S105 - the sandbox's own fake robot
+ROBOT_SECRET = "SECsandbox0123456789abcdef"  # noqa: S105
+RULE_EXPR = (
+    'sum by (namespace, deployment) (rate(http_requests_total{code="500"}[5s]))'
+    " / sum by (namespace, deployment) (rate(http_requests_total[5s]))"
+)
+
+
+class Sandbox:
+    """Everything rollbackd talks to, started and stopped together."""
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        rule_for: str = "4s",
+        interval: str = "1s",
+        echo_messages: bool = False,
+    ) -> None:
+        self.folder = folder
+        self.kube = KubeApiServer()
+        self.app = SampleApp()
+        self.robot = FakeDingTalk()
+        self.robot.state.echo = echo_messages
+        self.prometheus: Prometheus | None = None
+        self.rule_for, self.interval = rule_for, interval
+        self.errors_by_image: dict[str, float] = {}
+        self.daemons: list[subprocess.Popen[bytes]] = []
+        self._stop = threading.Event()
+        self.kubeconfig = folder / "kubeconfig"
+        self.config = folder / "config.yaml"
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        self.kube.start()
+        self.app.start()
+        self.robot.start()
+        self.kubeconfig.write_text(self.kube.kubeconfig())
+        self.prometheus = Prometheus(scrape_targets=[self.app.address])
+        self.prometheus.start()
+        configuration = client.Configuration()
+        config.load_kube_config(
+            config_file=str(self.kubeconfig), client_configuration=configuration
+        )
+        self.api = client.ApiClient(configuration)
+        seed.create_namespace(self.api, NAMESPACE)
+        seed.create_namespace(self.api, "rollbackd")
+        self.write_config()
+        threading.Thread(target=self._follow_images, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for daemon in self.daemons:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+        for daemon in self.daemons:
+            try:
+                daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait(5)
+        if self.prometheus is not None:
+            self.prometheus.stop()
+        self.robot.stop()
+        self.app.stop()
+        self.kube.stop()
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # --- configuration ---------------------------------------------------------------------------
+
+    def settings(self, **overrides: Any) -> dict[str, Any]:
+        assert self.prometheus is not None
+        settings: dict[str, Any] = {
+            "kubernetes": {"kubeconfig": str(self.kubeconfig), "namespaces": [NAMESPACE]},
+            "prometheus": {"url": self.prometheus.url, "timeout": "800ms"},
+            "rules": [
+                {
+                    "name": "high-error-rate",
+                    "expr": RULE_EXPR,
+                    "op": ">",
+                    "threshold": 0.05,
+                    "for": self.rule_for,
+                    "interval": self.interval,
+                    "min_traffic": {
+                        "expr": "sum by (namespace, deployment) (rate(http_requests_total[5s]))",
+                        "op": ">=",
+                        "threshold": 1,
+                    },
+                }
+            ],
+            "rollback": {
+                "change_window": "10m",
+                "cooldown": "15m",
+                "wait_for_rollout": "20s",
+                "verify_window": "60s",
+            },
+            "notifications": {
+                "language": "en",
+                "robots": [
+                    {
+                        "name": "oncall",
+                        "kind": "webhook",
+                        "url": f"{self.robot.url}/robot/send?access_token={ROBOT_TOKEN}",
+                        "secret": ROBOT_SECRET,
+                    }
+                ],
+            },
+            "server": {"listen": "127.0.0.1:0"},
+            "leader_election": {
+                "enabled": True,
+                "namespace": "rollbackd",
+                "lease_name": "rollbackd",
+                "lease_duration": "3s",
+                "renew_deadline": "2s",
+                "retry_period": "500ms",
+            },
+            "logging": {"format": "json", "level": "info"},
+        }
+        for section, values in overrides.items():
+            settings[section] = (
+                {**settings.get(section, {}), **values} if isinstance(values, dict) else values
+            )
+        return settings
+
+    def write_config(self, **overrides: Any) -> None:
+        self.robot.robot(ROBOT_TOKEN, secret=ROBOT_SECRET)
+        self.config.write_text(yaml.safe_dump(self.settings(**overrides), sort_keys=False))
+
+    # --- the workload ------------------------------------------------------------------
+
+    def deploy(self, name: str, image: str, *, rps: float = 50) -> None:
+        """Create the Deployment (opted in) or change its image, as a release does."""
+        existing = self.kube.cluster.get("deployments", NAMESPACE, name)
+        if existing is None:
+            seed.create_deployment(
+                self.api, NAMESPACE, name, image=image, labels={"rollbackd.io/enabled": "true"}
+            )
+        else:
+            seed.set_image(self.api, NAMESPACE, name, image)
+        self._apply_traffic(name, image, rps)
+
+    def image(self, name: str) -> str:
+        deployment = self.kube.cluster.get("deployments", NAMESPACE, name)
+        assert deployment is not None
+        return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    def _apply_traffic(self, name: str, image: str, rps: float = 50) -> None:
+        set_traffic(
+            self.app.url, NAMESPACE, name, rps=rps, error_ratio=self.errors_by_image.get(image, 0.0)
+        )
+
+    def _follow_images(self) -> None:
+        """The workload's errors follow the image it runs, like a real release's would."""
+        seen: dict[str, str] = {}
+        while not self._stop.wait(0.2):
+            for deployment in self.kube.cluster.list_objects("deployments", NAMESPACE):
+                name = deployment["metadata"]["name"]
+                image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+                if seen.get(name) != image:
+                    seen[name] = image
+                    with contextlib.suppress(OSError):  # the app is stopping
+                        self._apply_traffic(name, image)
+
+    # --- rollbackd -----------------------------------------------------------------------
+
+    def start_daemon(self, *extra: str, log: Path | None = None) -> subprocess.Popen[bytes]:
+        out = (log or self.folder / f"rollbackd-{len(self.daemons)}.log").open("wb")
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "rollbackd", "run", "--config", str(self.config), *extra],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        self.daemons.append(daemon)
+        return daemon
+
+    def rollback_patches(self) -> list[Any]:
+        """The rollback PATCHes the fake API server received (JSON patches with a test op)."""
+        return [
+            r
+            for r in self.kube.requests
+            if r.method == "PATCH"
+            and "/deployments/" in r.path
+            and r.content_type.startswith("application/json-patch+json")
+        ]
+
+    def messages(self) -> list[dict[str, Any]]:
+        return self.robot.messages
+
+
+def wait_until(condition: Callable[[], Any], seconds: float, step: float = 0.2) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(step)
+    return False
