@@ -144,6 +144,7 @@ class Daemon:
         self.scheduler = EvaluationScheduler(
             self.runner, sink=self._sink, telemetry=self.telemetry, active=self.ready
         )
+        self._built = True
 
     async def _sink(self, verdicts: list[Verdict]) -> None:
         if self.ready():

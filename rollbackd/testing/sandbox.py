@@ -207,13 +207,14 @@ class Sandbox:
     # --- rollbackd -----------------------------------------------------------------------
 
     def start_daemon(self, *extra: str, log: Path | None = None) -> subprocess.Popen[bytes]:
-        out = (log or self.folder / f"rollbackd-{len(self.daemons)}.log").open("wb")
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "rollbackd", "run", "--config", str(self.config), *extra],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
+        path = log or self.folder / f"rollbackd-{len(self.daemons)}.log"
+        with path.open("wb") as out:  # the child keeps its own copy of the descriptor
+            daemon = subprocess.Popen(
+                [sys.executable, "-m", "rollbackd", "run", "--config", str(self.config), *extra],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         self.daemons.append(daemon)
         return daemon
 

@@ -1,0 +1,160 @@
+"""`rollbackd run` as a subprocess against real Prometheus, the fake API server and robot."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rollbackd.testing.sandbox import NAMESPACE, Sandbox, wait_until
+
+pytestmark = pytest.mark.integration
+
+RULE_FOR, INTERVAL = 4.0, 1.0
+
+
+@pytest.fixture
+def box(tmp_path: Path, prometheus_binary: None) -> Iterator[Sandbox]:
+    with Sandbox(tmp_path) as sandbox:
+        sandbox.errors_by_image = {"nginx:2.0": 0.3}
+        sandbox.deploy("web", "nginx:1.0")
+        sandbox.prometheus.wait_until_scraped()  # type: ignore[union-attr]
+        yield sandbox
+
+
+def titles(box: Sandbox) -> list[str]:
+    return [m["body"]["markdown"]["title"] for m in box.messages()]
+
+
+def incident_ids(box: Sandbox) -> set[str]:
+    return set(
+        re.findall(
+            r"rb-\d{8}-\d{6}-[0-9a-f]{4}",
+            "\n".join(m["body"]["markdown"]["text"] for m in box.messages()),
+        )
+    )
+
+
+def leader_ready(box: Sandbox) -> bool:
+    lease = box.kube.cluster.get("leases", "rollbackd", "rollbackd")
+    return bool(lease and lease["spec"].get("holderIdentity"))
+
+
+def holder(box: Sandbox) -> str:
+    lease = box.kube.cluster.get("leases", "rollbackd", "rollbackd")
+    return str((lease or {}).get("spec", {}).get("holderIdentity", ""))
+
+
+def log_events(path: Path) -> list[dict[str, Any]]:
+    events = []
+    for line in path.read_text().splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    return events
+
+
+def start_and_settle(box: Sandbox, count: int = 1) -> list[Any]:
+    daemons = [box.start_daemon() for _ in range(count)]
+    assert wait_until(lambda: leader_ready(box), 20)
+    time.sleep(3)  # a few healthy evaluations of v1
+    return daemons
+
+
+def test_bad_release_is_rolled_back_and_recovers(box: Sandbox) -> None:
+    """Errors after a change: rolled back within for + interval + a few seconds; breach,
+    rollback and recovery messages carry one incident id."""
+    start_and_settle(box)
+    started = time.monotonic()
+    box.deploy("web", "nginx:2.0")
+    assert wait_until(box.rollback_patches, 40)
+    elapsed = time.monotonic() - started
+    # 5 s rate window and 1 s scrapes before the ratio shows, then `for` + one interval
+    assert elapsed <= RULE_FOR + INTERVAL + 10, elapsed
+    assert box.image("web") == "nginx:1.0"
+    assert wait_until(lambda: any(t.startswith("Recovered") for t in titles(box)), 40)
+    text = "\n".join(m["body"]["markdown"]["text"] for m in box.messages())
+    for expected in ("Breach", "Rolling back", "Rolled back", "Recovered"):
+        assert expected in text or any(t.startswith(expected) for t in titles(box))
+    assert len(incident_ids(box)) == 1
+    (patch,) = box.rollback_patches()
+    assert patch.status == 200
+
+
+def test_two_daemons_roll_back_once_and_speak_once(box: Sandbox) -> None:
+    """Two replicas at once: exactly one rollback and one set of messages."""
+    start_and_settle(box, count=2)
+    box.deploy("web", "nginx:2.0")
+    assert wait_until(box.rollback_patches, 40)
+    assert wait_until(lambda: any(t.startswith("Recovered") for t in titles(box)), 40)
+    time.sleep(3)
+    assert len(box.rollback_patches()) == 1
+    assert len(incident_ids(box)) == 1
+    recovered = [t for t in titles(box) if t.startswith("Recovered")]
+    assert len(recovered) == 1
+
+
+def test_killed_leader_is_replaced_without_a_second_rollback(box: Sandbox) -> None:
+    """SIGKILL of the leader right after its rollback: the other takes over within lease
+    duration + retry period, does not roll back again, and sends the recovery message."""
+    daemons = start_and_settle(box, count=2)
+    first_holder = holder(box)
+    box.deploy("web", "nginx:2.0")
+    assert wait_until(box.rollback_patches, 40)
+    leader = next(
+        d
+        for d, log in zip(daemons, sorted(box.folder.glob("rollbackd-*.log")), strict=True)
+        if any(e.get("event") == "leadership_changed" and e.get("leader") for e in log_events(log))
+    )
+    leader.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    assert wait_until(lambda: holder(box) not in ("", first_holder), 15)
+    assert time.monotonic() - killed <= 3 + 0.5 + 2  # lease + retry period + one round
+    assert wait_until(lambda: any(t.startswith("Recovered") for t in titles(box)), 40)
+    assert len(box.rollback_patches()) == 1
+    assert len(incident_ids(box)) == 1
+
+
+def test_restarted_daemon_keeps_cooldown_and_never_repeats(box: Sandbox) -> None:
+    """After a rollback and a restart, the bad release deployed again is not rolled back:
+    the cooldown written on the Deployment holds; people are told why."""
+    first = start_and_settle(box)[0]
+    box.deploy("web", "nginx:2.0")
+    assert wait_until(box.rollback_patches, 40)
+    assert wait_until(lambda: any(t.startswith("Recovered") for t in titles(box)), 40)
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    start_and_settle(box)
+    box.deploy("web", "nginx:2.0")  # the same bad release again
+    assert wait_until(lambda: any(t.startswith("Not rolled back") for t in titles(box)), 40)
+    assert len(box.rollback_patches()) == 1
+    assert box.image("web") == "nginx:2.0"
+    skipped = next(
+        m for m in box.messages() if m["body"]["markdown"]["title"].startswith("Not rolled back")
+    )
+    assert "`cooldown`" in skipped["body"]["markdown"]["text"]
+
+
+def test_innocent_deployment_in_an_outage_is_only_reported(box: Sandbox) -> None:
+    """A Deployment that did not change recently breaches (an outage elsewhere): people
+    hear about it, nothing is rolled back."""
+    box.write_config(rollback={"change_window": "3s"})
+    box.deploy("api", "nginx:1.0")
+    time.sleep(5)  # the last change is now older than the change window
+    start_and_settle(box)
+    box.errors_by_image["nginx:1.0"] = 0.5
+    box._apply_traffic("api", "nginx:1.0")  # errors without any change
+    assert wait_until(lambda: any(t.startswith("Not rolled back") for t in titles(box)), 40)
+    assert box.rollback_patches() == []
+    skipped = next(
+        m for m in box.messages() if m["body"]["markdown"]["title"].startswith("Not rolled back")
+    )
+    assert "no_recent_change" in skipped["body"]["markdown"]["text"]
+    assert box.kube.cluster.get("deployments", NAMESPACE, "api") is not None
