@@ -24,8 +24,7 @@ test: $(STAMP) deps lint
 	$(BIN)/pytest
 
 demo: $(STAMP) deps
-	@echo "make demo: the sandbox arrives with the daemon and is not built yet."
-	@exit 1
+	$(BIN)/rollbackd demo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

@@ -17,6 +17,7 @@ import httpx
 
 from rollbackd import __version__
 from rollbackd.decisions.decide import decide
+from rollbackd.demo import run_demo
 from rollbackd.errors import ConfigError, DingTalkError, RollbackdError
 from rollbackd.model import Event, Incident, Target, Verdict, new_incident_id
 from rollbackd.notifications.dingtalk import sender_for
@@ -379,3 +380,9 @@ def run(config_file: str, dry_run: bool, once: bool) -> None:
         click.echo(f"rollbackd: fatal: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     sys.exit(code)
+
+
+@main.command("demo")
+def demo() -> None:
+    """The local sandbox: a bad release is rolled back end to end, with a timeline."""
+    sys.exit(run_demo())

@@ -172,7 +172,7 @@ class LeaderElector:
         leading = holder == self.identity
         if not leading:
             self._acquire_time = micro_time(now_wall)
-            self._transitions = int(spec.get("leaseTransitions") or 0) + (1 if holder else 0)
+            self._transitions = int(spec.get("leaseTransitions") or 0) + 1
         else:
             self._acquire_time = spec.get("acquireTime") or micro_time(now_wall)
             self._transitions = int(spec.get("leaseTransitions") or 0)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,3 +160,17 @@ def test_innocent_deployment_in_an_outage_is_only_reported(box: Sandbox) -> None
     )
     assert "no_recent_change" in skipped["body"]["markdown"]["text"]
     assert box.kube.cluster.get("deployments", NAMESPACE, "api") is not None
+
+
+def test_demo_rolls_back_and_exits_0(prometheus_binary: None) -> None:
+    """`rollbackd demo` prints its timeline, says "rolled back", and exits 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "demo"],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "rolled back: shop/web runs nginx:1.0 again" in result.stdout
+    assert "DingTalk <- Recovered shop/web" in result.stdout

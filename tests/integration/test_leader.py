@@ -1,0 +1,101 @@
+"""Lease leader election against the fake API server, with client-go's rules."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import pytest
+
+from rollbackd.runtime.leader import LeaderElector
+from rollbackd.settings import LeaderElectionSettings
+from rollbackd.testing.kube import Fault, seed
+from tests.conftest import Kube
+
+pytestmark = pytest.mark.integration
+
+FAST = LeaderElectionSettings(lease_duration="2s", renew_deadline="1500ms", retry_period="200ms")
+
+
+def elector(kube: Kube, name: str) -> LeaderElector:
+    return LeaderElector(kube.api, FAST, identity=name)
+
+
+def test_one_leader_then_a_clean_handover(kube: Kube) -> None:
+    """Two contenders: one leads; when it releases, the other takes over at once."""
+    seed.create_namespace(kube.api, "rollbackd")
+    first, second = elector(kube, "a"), elector(kube, "b")
+
+    async def scenario() -> None:
+        stop_first, stop_second = asyncio.Event(), asyncio.Event()
+        tasks = [asyncio.create_task(first.run(stop_first))]
+        await asyncio.sleep(0.5)
+        tasks.append(asyncio.create_task(second.run(stop_second)))
+        await asyncio.sleep(1.0)
+        assert first.is_leader
+        assert not second.is_leader
+        stop_first.set()
+        await first.release()
+        for _ in range(20):
+            await asyncio.sleep(0.1)
+            if second.is_leader:
+                break
+        assert second.is_leader
+        stop_second.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(scenario())
+    lease = kube.server.cluster.get("leases", "rollbackd", "rollbackd")
+    assert lease is not None
+    assert lease["spec"]["holderIdentity"] == "b"
+    assert lease["spec"]["leaseTransitions"] == 1
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", lease["spec"]["renewTime"])
+
+
+def test_leader_that_cannot_renew_stops_leading(kube: Kube) -> None:
+    """When the API refuses renewals past the renew deadline, the leader steps down, and
+    is_leader is false before that even if the loop is stuck (no write on a stale lease)."""
+    seed.create_namespace(kube.api, "rollbackd")
+    leader = elector(kube, "a")
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(leader.run(stop))
+        await asyncio.sleep(0.5)
+        assert leader.is_leader
+        kube.server.faults.injected.append(Fault("*", re.compile("/leases/"), 500, times=100))
+        await asyncio.sleep(2.0)
+        assert not leader.is_leader
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+
+
+def test_a_held_lease_is_respected_until_it_expires(kube: Kube) -> None:
+    """A Lease held by a dead replica is taken only after lease_duration of no renewal."""
+    seed.create_namespace(kube.api, "rollbackd")
+    dead = elector(kube, "dead")
+    waiting = elector(kube, "b")
+
+    async def scenario() -> float:
+        stop = asyncio.Event()
+        dead_task = asyncio.create_task(dead.run(stop))
+        await asyncio.sleep(0.5)
+        stop.set()
+        await dead_task  # stops renewing, never releases: like a SIGKILL
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        stop_b = asyncio.Event()
+        task = asyncio.create_task(waiting.run(stop_b))
+        for _ in range(120):
+            if waiting.is_leader:
+                break
+            await asyncio.sleep(0.05)
+        took = loop.time() - started
+        stop_b.set()
+        await task
+        return took
+
+    took = asyncio.run(scenario())
+    assert 1.5 <= took <= 2 + 0.2 * 1.2 + 1.0
