@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from rollbackd.testing.sandbox import NAMESPACE, Sandbox, wait_until
 
@@ -174,3 +175,56 @@ def test_demo_rolls_back_and_exits_0(prometheus_binary: None) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rolled back: shop/web runs nginx:1.0 again" in result.stdout
     assert "DingTalk <- Recovered shop/web" in result.stdout
+
+
+def test_still_breaching_after_rollback_escalates(box: Sandbox) -> None:
+    """When the rollback does not end the breach within verify_window, people are told,
+    with @all where configured, and rollbackd does nothing more on its own."""
+    box.errors_by_image = {"nginx:1.0": 0.3, "nginx:2.0": 0.3}  # the fault is elsewhere
+    box.write_config(
+        rollback={"verify_window": "5s"},
+        notifications={
+            "language": "en",
+            "robots": [
+                {
+                    "name": "oncall",
+                    "kind": "webhook",
+                    "url": f"{box.robot.url}/robot/send?access_token=sandbox-robot-token-51f0",
+                    "secret": "SECsandbox0123456789abcdef",
+                    "at_all_on": ["escalated", "rollback_failed"],
+                }
+            ],
+        },
+    )
+    start_and_settle(box)
+    box.deploy("web", "nginx:2.0")
+    assert wait_until(lambda: any(t.startswith("Still breaching") for t in titles(box)), 60)
+    escalated = next(
+        m for m in box.messages() if m["body"]["markdown"]["title"].startswith("Still breaching")
+    )
+    assert escalated["body"]["at"]["isAtAll"] is True
+    time.sleep(3)
+    assert len(box.rollback_patches()) == 1
+    assert len(incident_ids(box)) == 1
+
+
+def test_sighup_reloads_valid_configuration_and_keeps_the_old_on_error(box: Sandbox) -> None:
+    """SIGHUP applies a valid file (a new rule is evaluated) and refuses a broken one."""
+    daemon = start_and_settle(box)[0]
+    log = box.folder / "rollbackd-0.log"
+    settings = box.settings()
+    settings["rules"].append({**settings["rules"][0], "name": "second-rule"})
+    box.config.write_text(yaml.safe_dump(settings))
+    daemon.send_signal(signal.SIGHUP)
+    assert wait_until(
+        lambda: any(
+            e.get("event") == "reloaded" and "second-rule" in e["rules"] for e in log_events(log)
+        ),
+        15,
+    )
+    box.config.write_text("rules: [{name: broken, expr: up, threshold: 1, for: 2x}]\n")
+    daemon.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: any(e.get("event") == "reload_rejected" for e in log_events(log)), 15)
+    assert daemon.poll() is None  # still running, with the previous configuration
+    rejected = next(e for e in log_events(log) if e.get("event") == "reload_rejected")
+    assert any("rules[0].for" in line for line in rejected["problems"])
