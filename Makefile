@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo deps clean
+.PHONY: test lint demo deps docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: $(STAMP) deps lint
 
 demo: $(STAMP) deps
 	$(BIN)/rollbackd demo
+
+docs: $(STAMP)
+	$(BIN)/python -c "from rollbackd.errors import error_table_markdown as t; print(t(), end='')" \
+		> docs/error-codes.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .import_linter_cache

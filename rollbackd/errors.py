@@ -111,22 +111,32 @@ class ConfigError(RollbackdError):
 
 
 class ConfigNotFound(ConfigError):
+    """The configuration file is missing or unreadable: check the path and permissions."""
+
     code = "ERR_CONFIG_NOT_FOUND"
 
 
 class ConfigSyntaxError(ConfigError):
+    """The file is not valid YAML: the line number points at the problem."""
+
     code = "ERR_CONFIG_YAML"
 
 
 class ConfigEmpty(ConfigError):
+    """The file holds nothing: start from config.example.yaml."""
+
     code = "ERR_CONFIG_EMPTY"
 
 
 class ConfigEnvMissing(ConfigError):
+    """A ${VAR} names an environment variable that is unset or empty."""
+
     code = "ERR_CONFIG_ENV_MISSING"
 
 
 class ConfigFileMissing(ConfigError):
+    """A *_file key names a file that does not exist or cannot be read."""
+
     code = "ERR_CONFIG_FILE_MISSING"
 
 
@@ -144,25 +154,35 @@ class PrometheusError(RollbackdError):
 
 
 class PrometheusUnreachable(PrometheusError):
+    """No connection to Prometheus, or it answered 5xx: check prometheus.url and the network."""
+
     code = "ERR_PROM_UNREACHABLE"
     transient = True
 
 
 class PrometheusTimeout(PrometheusError):
+    """Prometheus did not answer within prometheus.timeout: a slow query or an overloaded server."""
+
     code = "ERR_PROM_TIMEOUT"
     transient = True
 
 
 class PrometheusBadQuery(PrometheusError):
+    """Prometheus refused the rule's PromQL (bad_data): fix the expression."""
+
     code = "ERR_PROM_BAD_QUERY"
 
 
 class PrometheusExecution(PrometheusError):
+    """The query failed while running (execution), e.g. many-to-many matching."""
+
     code = "ERR_PROM_EXECUTION"
     transient = True
 
 
 class PrometheusBadResponse(PrometheusError):
+    """Prometheus answered something rollbackd cannot read (4xx, not JSON, no result)."""
+
     code = "ERR_PROM_BAD_RESPONSE"
     transient = True
 
@@ -178,33 +198,47 @@ class KubeError(RollbackdError):
 
 
 class KubeUnreachable(KubeError):
+    """No connection to the Kubernetes API server."""
+
     code = "ERR_KUBE_UNREACHABLE"
 
 
 class KubeTimeout(KubeError):
+    """The Kubernetes API server did not answer in time."""
+
     code = "ERR_KUBE_TIMEOUT"
 
 
 class KubeConflict(KubeError):
+    """The object changed since rollbackd read it (409, or a failed patch precondition)."""
+
     code = "ERR_KUBE_CONFLICT"
 
 
 class KubeNotFound(KubeError):
+    """The Deployment or object does not exist."""
+
     code = "ERR_KUBE_NOT_FOUND"
     transient = False
 
 
 class KubeForbidden(KubeError):
+    """RBAC refused the request: the message names the missing verb and resource."""
+
     code = "ERR_KUBE_FORBIDDEN"
     transient = False
 
 
 class KubeInvalid(KubeError):
+    """The API server rejected the object as invalid (422)."""
+
     code = "ERR_KUBE_INVALID"
     transient = False
 
 
 class KubeGone(KubeError):
+    """A watch's resourceVersion expired (410): rollbackd lists again."""
+
     code = "ERR_KUBE_GONE"
 
 
@@ -218,10 +252,14 @@ class RollbackError(RollbackdError):
 
 
 class NoRollbackTarget(RollbackError):
+    """There is no revision to return to."""
+
     code = "ERR_ROLLBACK_NO_TARGET"
 
 
 class RolloutNotAvailable(RollbackError):
+    """The rolled-back Deployment did not become available within wait_for_rollout."""
+
     code = "ERR_ROLLBACK_NOT_AVAILABLE"
 
 
@@ -251,28 +289,40 @@ class DingTalkError(RollbackdError):
 
 
 class DingTalkUnreachable(DingTalkError):
+    """No connection to DingTalk."""
+
     code = "ERR_DINGTALK_UNREACHABLE"
     transient = True
 
 
 class DingTalkRateLimited(DingTalkError):
+    """DingTalk throttled the robot (130101/410100): the outbox waits at least a minute."""
+
     code = "ERR_DINGTALK_RATE_LIMITED"
     transient = True
 
 
 class DingTalkBadSignature(DingTalkError):
+    """Signature or timestamp refused (310000): check the robot secret and the clock."""
+
     code = "ERR_DINGTALK_BAD_SIGNATURE"
 
 
 class DingTalkBadToken(DingTalkError):
+    """The access_token or app credentials are wrong or the token expired."""
+
     code = "ERR_DINGTALK_BAD_TOKEN"
 
 
 class DingTalkKeywordMissing(DingTalkError):
+    """The robot's security keyword is not in the message: set notifications.robots[].keyword."""
+
     code = "ERR_DINGTALK_KEYWORD_MISSING"
 
 
 class DingTalkRobotDisabled(DingTalkError):
+    """The robot is disabled or removed, or its group was disbanded."""
+
     code = "ERR_DINGTALK_ROBOT_DISABLED"
 
 
@@ -299,18 +349,26 @@ class WebhookError(RollbackdError):
 
 
 class WebhookUnauthorized(WebhookError):
+    """A webhook request without valid credentials (answered 401)."""
+
     code = "ERR_WEBHOOK_UNAUTHORIZED"
 
 
 class WebhookTooLarge(WebhookError):
+    """A webhook body over server.max_body_bytes (answered 413)."""
+
     code = "ERR_WEBHOOK_TOO_LARGE"
 
 
 class WebhookNotJson(WebhookError):
+    """A webhook request whose Content-Type is not JSON (answered 415)."""
+
     code = "ERR_WEBHOOK_NOT_JSON"
 
 
 class WebhookBadPayload(WebhookError):
+    """A webhook body that is not Alertmanager payload version 4 (answered 400)."""
+
     code = "ERR_WEBHOOK_BAD_PAYLOAD"
 
 
@@ -330,3 +388,22 @@ def all_error_classes() -> list[type[RollbackdError]]:
         found.append(cls)
         pending.extend(cls.__subclasses__())
     return found
+
+
+def error_table_markdown() -> str:
+    """docs/error-codes.md, generated from this tree (``make docs`` writes it)."""
+    lines = [
+        "# rollbackd error codes",
+        "",
+        "Generated from `rollbackd/errors.py` by `make docs`; a test keeps it in sync.",
+        "Every code appears in logs (`code`), metrics (`result`, `reason`) and messages.",
+        "",
+        "| code | area | retried | meaning and what to do |",
+        "|---|---|---|---|",
+    ]
+    for cls in all_error_classes():
+        area = cls.__mro__[1].__name__ if cls is not RollbackdError else "-"
+        doc = " ".join((cls.__doc__ or "").split())
+        retried = "yes" if cls.transient else "no"
+        lines.append(f"| `{cls.code}` | {area} | {retried} | {doc} |")
+    return "\n".join(lines) + "\n"

@@ -27,6 +27,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from rollbackd import __version__
 from rollbackd.errors import (
     KubeConflict,
     KubeError,
@@ -57,7 +58,9 @@ def api_client(settings: KubernetesSettings) -> client.ApiClient:
         except config.ConfigException:
             config.load_kube_config(client_configuration=configuration)
     configuration.retries = 0  # rollbackd decides what to retry
-    return client.ApiClient(configuration)
+    api = client.ApiClient(configuration)
+    api.user_agent = f"rollbackd/{__version__}"  # audit logs name rollbackd
+    return api
 
 
 def kube_error(exc: Exception, *, what: str) -> KubeError:

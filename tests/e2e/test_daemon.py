@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from rollbackd.testing.sandbox import NAMESPACE, Sandbox, wait_until
+from tests.unit.test_deploy import EXPECTED_RULES
 
 pytestmark = pytest.mark.integration
 
@@ -91,9 +92,35 @@ def test_bad_release_is_rolled_back_and_recovers(box: Sandbox) -> None:
     assert patch.status == 200
 
 
+_PATH = re.compile(
+    r"^/(?:api/v1|apis/(?P<group>[^/]+)/v1)(?:/namespaces/[^/]+)?/(?P<resource>[^/]+)"
+    r"(?:/(?P<name>[^/]+))?$"
+)
+
+
+def verbs_used(box: Sandbox) -> dict[tuple[str, str], set[str]]:
+    """What rollbackd (by its User-Agent) asked the API server, as RBAC verbs."""
+    used: dict[tuple[str, str], set[str]] = {}
+    for request in box.kube.requests:
+        if not request.user_agent.startswith("rollbackd/"):
+            continue
+        match = _PATH.match(request.path)
+        assert match is not None, request.path
+        if request.method == "GET":
+            watching = request.query.get("watch") in ("true", "1")
+            verb = "watch" if watching else ("get" if match["name"] else "list")
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[
+                request.method
+            ]
+        used.setdefault((match["group"] or "", match["resource"]), set()).add(verb)
+    return used
+
+
 def test_two_daemons_roll_back_once_and_speak_once(box: Sandbox) -> None:
-    """Two replicas at once: exactly one rollback and one set of messages."""
-    start_and_settle(box, count=2)
+    """Two replicas at once: exactly one rollback and one set of messages; the requests
+    they made are exactly what the shipped RBAC rules grant."""
+    daemons = start_and_settle(box, count=2)
     box.deploy("web", "nginx:2.0")
     assert wait_until(box.rollback_patches, 40)
     assert wait_until(lambda: any(t.startswith("Recovered") for t in titles(box)), 40)
@@ -102,6 +129,10 @@ def test_two_daemons_roll_back_once_and_speak_once(box: Sandbox) -> None:
     assert len(incident_ids(box)) == 1
     recovered = [t for t in titles(box) if t.startswith("Recovered")]
     assert len(recovered) == 1
+    for daemon in daemons:  # a clean stop releases the Lease (an update) too
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(30) == 0
+    assert verbs_used(box) == EXPECTED_RULES
 
 
 def test_killed_leader_is_replaced_without_a_second_rollback(box: Sandbox) -> None:
