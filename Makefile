@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo deps docs clean
+.PHONY: test lint demo deps docs bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: $(STAMP) deps lint
 
 demo: $(STAMP) deps
 	$(BIN)/rollbackd demo
+
+bench: $(STAMP) deps
+	$(BIN)/python benchmarks/run_all.py
 
 docs: $(STAMP)
 	$(BIN)/python -c "from rollbackd.errors import error_table_markdown as t; print(t(), end='')" \

@@ -16,6 +16,7 @@ import json
 import resource
 import statistics
 import time
+from pathlib import Path
 
 from rollbackd.model import Instant
 from rollbackd.rules.evaluate import RuleEvaluator
@@ -40,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--series", type=int, default=10_000)
     parser.add_argument("--ticks", type=int, default=20)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     rule = RuleSettings.model_validate(
         {"name": "errors", "expr": "x", "threshold": 0.05, "for": "30s", "interval": "15s"}
@@ -80,6 +82,17 @@ def main() -> None:
         f"best {min(edge) * 1000:7.1f} ms"
     )
     print(f"peak RSS of this process {peak_mb:.0f} MB")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "series": args.series,
+                    "map_and_judge_ms_median": round(statistics.median(pure) * 1000, 1),
+                    "http_json_judge_ms_median": round(statistics.median(edge) * 1000, 1),
+                    "peak_rss_mb": round(peak_mb),
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

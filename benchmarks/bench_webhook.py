@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -115,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--serve", type=int)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
@@ -131,7 +133,7 @@ def main() -> None:
     assert server.stdin is not None
     assert server.stdout.readline().strip() == "ready"
     url = f"http://127.0.0.1:{port}/api/v1/alertmanager"
-    best = 0.0
+    best, best_p99 = 0.0, 0.0
     print(f"{'concurrency':>11} {'alerts/s':>9} {'p50 ms':>7} {'p99 ms':>7}")
     sent = 0
     for concurrency in (1, 2, 4, 8, 16, 32):
@@ -141,8 +143,8 @@ def main() -> None:
         p50 = statistics.median(latencies) * 1000
         p99 = statistics.quantiles(latencies, n=100)[98] * 1000
         print(f"{concurrency:>11} {rate:>9.0f} {p50:>7.1f} {p99:>7.1f}")
-        if p99 < 50:
-            best = max(best, rate)
+        if p99 < 50 and rate > best:
+            best, best_p99 = rate, p99
     duplicate = payload("the-same-one")
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     with httpx.Client(timeout=5) as client:
@@ -154,6 +156,17 @@ def main() -> None:
     server.stdin.close()
     server.wait(10)
     print(f"best sustained rate with p99 < 50 ms: {best:.0f} alerts/s (server on one core)")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "best_rate_alerts_per_s": round(best),
+                    "best_rate_p99_ms": round(best_p99, 1),
+                    "distinct_alerts": sent,
+                    "duplicate_actions": verdicts - sent,
+                }
+            )
+        )
     print(
         f"verdicts: {verdicts} for {sent} distinct alerts + 1,000 copies of one "
         f"(expected {sent + 1})"

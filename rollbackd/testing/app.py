@@ -216,8 +216,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="rollbackd's sample workload metrics server")
     parser.add_argument("--port", type=int, default=9101)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument(
+        "--targets",
+        type=int,
+        default=0,
+        help="serve this many healthy targets at once (ns-<i%%100>/app-<i>), for benchmarks",
+    )
     args = parser.parse_args()
     app = SampleApp(port=args.port, host=args.host)
+    for index in range(args.targets):
+        app.workload.set(f"ns-{index % 100}", f"app-{index}", Traffic(rps=20, error_ratio=0.001))
     print(f"sample app on http://{args.host}:{app.port}/metrics", flush=True)
     app.serve()
 

@@ -26,7 +26,7 @@ from kubernetes import client, config
 from rollbackd.testing.app import SampleApp, set_traffic
 from rollbackd.testing.dingtalk import FakeDingTalk
 from rollbackd.testing.kube import KubeApiServer, seed
-from rollbackd.testing.services import Prometheus
+from rollbackd.testing.services import Alertmanager, Prometheus
 
 NAMESPACE = "shop"
 ROBOT_TOKEN = "sandbox-robot-token-51f0"  # noqa: S105 - the sandbox's own fake robot
@@ -47,6 +47,8 @@ class Sandbox:
         rule_for: str = "4s",
         interval: str = "1s",
         echo_messages: bool = False,
+        alert_rules: str = "",
+        alert_webhook: str = "",
     ) -> None:
         self.folder = folder
         self.kube = KubeApiServer()
@@ -56,6 +58,9 @@ class Sandbox:
         self.prometheus: Prometheus | None = None
         self.rule_for, self.interval = rule_for, interval
         self.errors_by_image: dict[str, float] = {}
+        self.errors_since: dict[str, float] = {}  # monotonic time a Deployment began failing
+        self.alert_rules, self.alert_webhook = alert_rules, alert_webhook
+        self.alertmanager: Alertmanager | None = None
         self.daemons: list[subprocess.Popen[bytes]] = []
         self._stop = threading.Event()
         self.kubeconfig = folder / "kubeconfig"
@@ -68,7 +73,18 @@ class Sandbox:
         self.app.start()
         self.robot.start()
         self.kubeconfig.write_text(self.kube.kubeconfig())
-        self.prometheus = Prometheus(scrape_targets=[self.app.address])
+        alertmanagers = []
+        if self.alert_webhook:
+            self.alertmanager = Alertmanager(webhook_url=self.alert_webhook)
+            self.alertmanager.start()
+            alertmanagers.append(self.alertmanager.address)
+        rule_files = {"alerts.yml": self.alert_rules} if self.alert_rules else None
+        self.prometheus = Prometheus(
+            scrape_targets=[self.app.address],
+            rule_files=rule_files,
+            alertmanagers=alertmanagers,
+            evaluation_interval=self.interval,
+        )
         self.prometheus.start()
         configuration = client.Configuration()
         config.load_kube_config(
@@ -94,6 +110,8 @@ class Sandbox:
                 daemon.wait(5)
         if self.prometheus is not None:
             self.prometheus.stop()
+        if self.alertmanager is not None:
+            self.alertmanager.stop()
         self.robot.stop()
         self.app.stop()
         self.kube.stop()

@@ -8,6 +8,34 @@ import threading
 from pathlib import Path
 
 from rollbackd.testing.kube import Cluster, KubeApiServer
+from rollbackd.testing.kube.server import default_deployment
+
+
+def seed_deployments(cluster: Cluster, count: int) -> None:
+    """Opted-in Deployments written straight into the store, as the API would default them."""
+    with cluster.lock:
+        for namespace in sorted({f"ns-{i % 100}" for i in range(count)}):
+            cluster.put("namespaces", "", Cluster.new_object("Namespace", "v1", namespace, "", {}))
+        for index in range(count):
+            namespace, name = f"ns-{index % 100}", f"app-{index}"
+            body = {
+                "metadata": {
+                    "labels": {"app": name, "rollbackd.io/enabled": "true"},
+                    "generation": 1,
+                },
+                "spec": {
+                    "replicas": 2,
+                    "selector": {"matchLabels": {"app": name}},
+                    "template": {
+                        "metadata": {"labels": {"app": name}},
+                        "spec": {"containers": [{"name": "app", "image": "app:1.0"}]},
+                    },
+                },
+            }
+            obj = Cluster.new_object("Deployment", "apps/v1", name, namespace, body)
+            default_deployment(obj)
+            cluster.put("deployments", namespace, obj)
+            cluster.sync_deployment(namespace, name)
 
 
 def main() -> None:
@@ -21,9 +49,16 @@ def main() -> None:
         help="how Deployments behave after a change",
     )
     parser.add_argument("--rollout-delay", type=float, default=0.0, help="seconds to available")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="start with this many opted-in Deployments (ns-<i%%100>/app-<i>), for benchmarks",
+    )
     args = parser.parse_args()
     cluster = Cluster(rollout=args.rollout)
     cluster.rollout_delay = args.rollout_delay
+    seed_deployments(cluster, args.seed)
     server = KubeApiServer(args.port, cluster=cluster).start()
     if args.kubeconfig:
         args.kubeconfig.write_text(server.kubeconfig())

@@ -305,6 +305,7 @@ class RecordedRequest:
     user_agent: str
     content_type: str = ""
     status: int = 0
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

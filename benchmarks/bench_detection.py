@@ -1,0 +1,165 @@
+"""Detection latency, and Kubernetes API requests per tick and per rollback.
+
+The sandbox (fake API server, real Prometheus scraping every second, sample workload, fake
+robot) with ``rollbackd run`` as a child process: rule ``for: 10s``, interval 2 s. Each run
+is its own Deployment: v1 healthy, then v2 whose error ratio is 30%. Latency is measured from
+the moment the sample workload starts failing to the moment the rollback PATCH reaches the
+fake API server. In the same run, the Alertmanager path: a Prometheus alerting rule with the
+same expression and ``for`` (evaluated every 2 s), Alertmanager with ``group_wait: 0s``,
+measured to the moment its webhook arrives. Floor: ``for`` + interval + scrape = 13 s.
+
+Run: .venv/bin/python benchmarks/bench_detection.py [--runs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import tempfile
+import time
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rollbackd.testing.sandbox import RULE_EXPR, Sandbox, wait_until
+from rollbackd.testing.serving import BackgroundServer
+
+FOR, INTERVAL, SCRAPE = 10.0, 2.0, 1.0
+ALERTS = f"""
+groups:
+  - name: detection
+    interval: 2s
+    rules:
+      - alert: HighErrorRate
+        expr: {json.dumps(RULE_EXPR + " > 0.05")}
+        for: 10s
+"""
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    arrivals: ClassVar[dict[str, float]] = {}
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+    def do_POST(self) -> None:
+        now = time.monotonic()
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        for alert in body["alerts"]:
+            if alert["status"] == "firing":
+                self.arrivals.setdefault(alert["labels"].get("deployment", ""), now)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def measure(runs: int) -> dict[str, Any]:
+    receiver = BackgroundServer(_Receiver).start()
+    folder = Path(tempfile.mkdtemp(prefix="rollbackd-detection-"))
+    try:
+        with Sandbox(
+            folder,
+            rule_for="10s",
+            interval="2s",
+            alert_rules=ALERTS,
+            alert_webhook=f"{receiver.url}/alerts",
+        ) as box:
+            box.write_config(
+                prometheus={"timeout": "1500ms"}, rollback={"budget": {"max": 1000, "per": "1h"}}
+            )
+            names = [f"run-{i}" for i in range(runs)]
+            box.errors_by_image = {"app:2.0": 0.3}
+            for name in names:
+                box.deploy(name, "app:1.0")
+            assert box.prometheus is not None
+            box.prometheus.wait_until_scraped()
+            box.start_daemon()
+            time.sleep(15)  # leadership, synced cache, healthy evaluations
+            quiet_start, quiet_requests = time.monotonic(), len(box.kube.requests)
+            time.sleep(20)
+            steady = _rollbackd_requests(box, quiet_requests)
+            steady_seconds = time.monotonic() - quiet_start
+            before = len(box.kube.requests)
+            for name in names:  # staggered releases, each an independent run
+                box.deploy(name, "app:2.0")
+                time.sleep(3)
+            wait_until(lambda: len(box.rollback_patches()) >= runs, 120)
+            wait_until(lambda: len(_Receiver.arrivals) >= runs, 60)
+            time.sleep(5)
+            during = _rollbackd_requests(box, before)
+            patched = {r.path.rsplit("/", 1)[-1]: r.at for r in box.rollback_patches()}
+            rollbackd = [patched[n] - box.errors_since[n] for n in names if n in patched]
+            alerting = [
+                _Receiver.arrivals[n] - box.errors_since[n]
+                for n in names
+                if n in _Receiver.arrivals
+            ]
+    finally:
+        receiver.stop()
+    ticks = steady_seconds / INTERVAL
+    lease = sum(v for (_, resource), v in steady.items() if resource == "leases")
+    return {
+        "runs": runs,
+        "rolled_back": len(rollbackd),
+        "floor_s": FOR + INTERVAL + SCRAPE,
+        "rollbackd_p50_s": round(statistics.median(rollbackd), 2),
+        "rollbackd_p95_s": round(percentile(rollbackd, 0.95), 2),
+        "alertmanager_webhooks": len(alerting),
+        "alertmanager_p50_s": round(statistics.median(alerting), 2) if alerting else None,
+        "alertmanager_p95_s": round(percentile(alerting, 0.95), 2) if alerting else None,
+        "steady_requests_per_tick": round(sum(steady.values()) / ticks, 2),
+        "steady_lease_requests_per_tick": round(lease / ticks, 2),
+        "steady_lists_per_tick": round(
+            sum(v for (verb, _), v in steady.items() if verb == "list") / ticks, 2
+        ),
+        "requests_per_rollback": {
+            f"{verb} {resource}": round(count / max(len(rollbackd), 1), 2)
+            for (verb, resource), count in sorted(during.items())
+            if resource != "leases"
+        },
+    }
+
+
+_PATH = re.compile(
+    r"^/(?:api/v1|apis/[^/]+/v1)(?:/namespaces/[^/]+)?/(?P<resource>[^/]+)(?:/(?P<name>[^/]+))?$"
+)
+
+
+def _rollbackd_requests(box: Sandbox, start: int) -> dict[tuple[str, str], int]:
+    """rollbackd's requests (by User-Agent) since ``start``, as (verb, resource) counts."""
+    counts: dict[tuple[str, str], int] = {}
+    for request in box.kube.requests[start:]:
+        match = _PATH.match(request.path)
+        if not request.user_agent.startswith("rollbackd/") or match is None:
+            continue
+        if request.method == "GET":
+            watching = request.query.get("watch") in ("true", "1")
+            verb = "watch" if watching else ("get" if match["name"] else "list")
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(request.method, "?")
+        key = (verb, match["resource"])
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results = measure(args.runs)
+    for key, value in results.items():
+        print(f"{key:32} {value}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
