@@ -30,6 +30,7 @@ from typing import Any
 
 from rollbackd.rollbacks.kubernetes import DeploymentCache, api_client
 from rollbackd.runtime.clock import SystemClock
+from rollbackd.runtime.daemon import tune_gc
 from rollbackd.runtime.evaluation import RuleRunner
 from rollbackd.runtime.logs import configure_logging
 from rollbackd.runtime.telemetry import Telemetry
@@ -158,7 +159,9 @@ def measure(targets: int, ticks: int, sample: int) -> dict[str, Any]:
         rules = [RuleSettings.model_validate({**r, "interval": "15s"}) for r in RULES]
         source = PrometheusSource(PrometheusSettings(url=prometheus.url, timeout="10s"))
         runner = RuleRunner(rules, source=source, clock=SystemClock(), telemetry=Telemetry())
+        runner.focus = frozenset  # as the daemon runs it: verdicts only where something happens
         asyncio.run(runner.run())  # warm-up: connections, first state
+        tune_gc()  # as the daemon does once its cache is synced
         walls, cpus, queries, verdicts = [], [], [], 0
         for _ in range(ticks):
             before_q = prometheus_queries(prometheus.url)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import structlog
 
 from rollbackd.errors import PrometheusBadQuery, PrometheusError
-from rollbackd.model import Instant, QueryResult, RuleState, Transition, Verdict
+from rollbackd.model import Instant, QueryResult, RuleState, Target, Transition, Verdict
 from rollbackd.ports import Clock, MetricsSource
 from rollbackd.rules.evaluate import Outcome, RuleEvaluator
 from rollbackd.runtime.logs import get_logger
@@ -52,6 +52,8 @@ class RuleRunner:
         self._telemetry = telemetry
         self._evaluators = {rule.name: RuleEvaluator(rule) for rule in self.rules}
         self._outages: dict[str, _Outage] = {}
+        self.focus: Callable[[], Collection[Target]] | None = None
+        """When set, only targets worth reporting yield verdicts (plus these targets)."""
         self.failures: dict[str, PrometheusError] = {}
         """The failure of each rule's latest evaluation, for rules whose query failed."""
 
@@ -80,7 +82,13 @@ class RuleRunner:
             queries.append(self._fetch(rule.min_traffic.expr, rule))
         outcome, *traffic = await asyncio.gather(*queries)
         evaluator = self._evaluators[rule.name]
-        verdicts = evaluator.evaluate(outcome, now=now, traffic=traffic[0] if traffic else None)
+        verdicts = evaluator.evaluate(
+            outcome,
+            now=now,
+            traffic=traffic[0] if traffic else None,
+            quiet=self.focus is not None,
+            include=self.focus() if self.focus is not None else (),
+        )
 
         failure = next((o for o in (outcome, *traffic) if isinstance(o, PrometheusError)), None)
         self._track_outage(rule, failure, now)

@@ -206,9 +206,10 @@ class Sandbox:
         return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
 
     def _apply_traffic(self, name: str, image: str, rps: float = 50) -> None:
-        set_traffic(
-            self.app.url, NAMESPACE, name, rps=rps, error_ratio=self.errors_by_image.get(image, 0.0)
-        )
+        errors = self.errors_by_image.get(image, 0.0)
+        set_traffic(self.app.url, NAMESPACE, name, rps=rps, error_ratio=errors)
+        if errors and name not in self.errors_since:
+            self.errors_since[name] = time.monotonic()
 
     def _follow_images(self) -> None:
         """The workload's errors follow the image it runs, like a real release's would."""
@@ -250,7 +251,7 @@ class Sandbox:
         return self.robot.messages
 
 
-def wait_until(condition: Callable[[], Any], seconds: float, step: float = 0.2) -> bool:
+def wait_until(condition: Callable[[], Any], seconds: float = 10.0, step: float = 0.1) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
 
 from rollbackd.model import Target, Transition
 from rollbackd.testing.app import SampleApp, set_traffic
+from rollbackd.testing.sandbox import wait_until
 from rollbackd.testing.services import Alertmanager, Prometheus
 from tests.conftest import WEBHOOK_TOKEN
 
@@ -26,15 +26,6 @@ groups:
         for: 2s
         labels: {severity: critical}
 """
-
-
-def wait_for(condition: Any, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_alert_fires_and_resolves_through_alertmanager(
@@ -60,14 +51,14 @@ def test_alert_fires_and_resolves_through_alertmanager(
         def seen(transition: Transition) -> list[Any]:
             return [v for v in receiver.verdicts if v.transition is transition]
 
-        assert wait_for(lambda: seen(Transition.FIRING), 60), alertmanager.output()
+        assert wait_until(lambda: seen(Transition.FIRING), 60), alertmanager.output()
         (firing,) = seen(Transition.FIRING)
         assert firing.target == Target("shop", "web")
         assert firing.rule == "alertmanager:HighErrorRate"
         assert firing.labels["severity"] == "critical"
 
         set_traffic(sample_app.url, "shop", "web", rps=50, error_ratio=0.0)
-        assert wait_for(lambda: seen(Transition.RESOLVED), 60), alertmanager.output()
+        assert wait_until(lambda: seen(Transition.RESOLVED), 60), alertmanager.output()
         (resolved,) = seen(Transition.RESOLVED)
         assert resolved.target == Target("shop", "web")
         assert "does not prove recovery" in resolved.note

@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from rollbackd.rollbacks.plan import selector_of, situation_of
 from rollbackd.settings import KubernetesSettings, RollbackSettings
 from rollbackd.state.annotations import read_state
 from rollbackd.testing.kube import Cluster, Hook, seed
+from rollbackd.testing.sandbox import wait_until
 from tests.conftest import Kube
 
 pytestmark = pytest.mark.integration
@@ -299,21 +299,21 @@ def test_watch_cache_lists_once_and_follows_changes(kube: Kube) -> None:
     cache = DeploymentCache(api_client(settings), settings, watch_seconds=1)
     cache.start()
     try:
-        assert _until(lambda: cache.synced)
+        assert wait_until(lambda: cache.synced)
         assert [d["metadata"]["name"] for d in cache.all()] == ["web"]
         seed.set_image(kube.api, "demo", "web", "nginx:2.0")
-        assert _until(lambda: _image_of(cache.get("demo", "web")) == "nginx:2.0")
+        assert wait_until(lambda: _image_of(cache.get("demo", "web")) == "nginx:2.0")
         seed.patch(kube.api, "demo", "other", {"metadata": {"labels": ENABLED}})
-        assert _until(lambda: cache.get("demo", "other") is not None)
-        assert _until(
+        assert wait_until(lambda: cache.get("demo", "other") is not None)
+        assert wait_until(
             lambda: len([r for r in kube.server.requests if r.query.get("watch") == "true"]) >= 3
         )
         assert cache.lists == 1
         kube.server.faults.expire_watches = True
-        assert _until(lambda: cache.lists >= 2)
+        assert wait_until(lambda: cache.lists >= 2)
         kube.server.faults.expire_watches = False
         seed.set_image(kube.api, "demo", "web", "nginx:3.0")
-        assert _until(lambda: _image_of(cache.get("demo", "web")) == "nginx:3.0")
+        assert wait_until(lambda: _image_of(cache.get("demo", "web")) == "nginx:3.0")
     finally:
         cache.stop()
 
@@ -322,15 +322,6 @@ def _image_of(deployment: dict[str, Any] | None) -> str:
     if deployment is None:
         return ""
     return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
-
-
-def _until(condition: Any, seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def rollbackd(kube: Kube, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -228,3 +228,14 @@ def test_resolves_only_after_keep_firing_for(history: list[Tick]) -> None:
         if verdict is not None and verdict.transition is Transition.RESOLVED:
             assert last_breach is not None
             assert at - last_breach >= keep
+
+
+def test_quiet_mode_reports_only_what_matters() -> None:
+    """The daemon's quiet mode skips healthy, inactive targets unless asked to include them."""
+    clock = FakeClock()
+    evaluator = RuleEvaluator(rule())
+    api, db = Target("shop", "api"), Target("shop", "db")
+    result_values = QueryResult(values={WEB: 0.3, api: 0.0, db: 0.0})
+    verdicts = evaluator.evaluate(result_values, now=clock.now(), quiet=True, include={db})
+    assert {v.target for v in verdicts} == {WEB, db}
+    assert len(evaluator.evaluate(result_values, now=clock.advance(2))) == 3
