@@ -371,11 +371,8 @@ def notify_test(config_file: str, robot_name: str | None) -> None:
 def run(config_file: str, dry_run: bool, once: bool) -> None:
     """The daemon: evaluate rules, receive alerts, roll back bad changes, tell people."""
     settings = load_or_exit(config_file)
-    if dry_run:
-        rollback = settings.rollback.model_copy(update={"dry_run": True})
-        settings = settings.model_copy(update={"rollback": rollback})
     try:
-        code = run_daemon(settings, config_file=config_file, once=once)
+        code = run_daemon(settings, config_file=config_file, once=once, dry_run=dry_run)
     except RollbackdError as exc:
         click.echo(f"rollbackd: fatal: {exc}", err=True)
         sys.exit(EXIT_FAILED)

@@ -51,8 +51,16 @@ EXIT_OK, EXIT_FATAL = 0, 1
 class Daemon:
     """One rollbackd process."""
 
-    def __init__(self, settings: Settings, *, config_file: str = "", once: bool = False) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        config_file: str = "",
+        once: bool = False,
+        force_dry_run: bool = False,
+    ) -> None:
+        self.force_dry_run = force_dry_run  # `run --dry-run` outlives reloads
+        self.settings = self._forced(settings)
         self.config_file = config_file
         self.once = once
         self.clock = SystemClock()
@@ -70,6 +78,12 @@ class Daemon:
         self.http_client: httpx.AsyncClient | None = None
         self.open_incidents: dict[Target, OpenIncident] = {}  # survives reloads
         self._built = False
+
+    def _forced(self, settings: Settings) -> Settings:
+        if not self.force_dry_run:
+            return settings
+        rollback = settings.rollback.model_copy(update={"dry_run": True})
+        return settings.model_copy(update={"rollback": rollback})
 
     # --- wiring -------------------------------------------------------------------------------
 
@@ -253,8 +267,10 @@ class Daemon:
         ]
         self.scheduler.shutdown()
         # Sections that need a restart keep their running values until then.
-        self.settings = fresh.model_copy(
-            update={section: getattr(self.settings, section) for section in restart}
+        self.settings = self._forced(
+            fresh.model_copy(
+                update={section: getattr(self.settings, section) for section in restart}
+            )
         )
         self._build()
         self.scheduler.start()
@@ -294,10 +310,11 @@ async def _bounded(step: Any, name: str) -> None:
         log.error("shutdown_step_timed_out", step=name)
 
 
-def run_daemon(settings: Settings, *, config_file: str, once: bool) -> int:
+def run_daemon(settings: Settings, *, config_file: str, once: bool, dry_run: bool = False) -> int:
     """``rollbackd run``: configure logging and run until stopped."""
     configure_logging(
         level=settings.logging.level, fmt=settings.logging.format, secrets=settings.secret_values()
     )
     structlog.contextvars.clear_contextvars()
-    return asyncio.run(Daemon(settings, config_file=config_file, once=once).run())
+    daemon = Daemon(settings, config_file=config_file, once=once, force_dry_run=dry_run)
+    return asyncio.run(daemon.run())

@@ -259,3 +259,40 @@ def test_sighup_reloads_valid_configuration_and_keeps_the_old_on_error(box: Sand
     assert daemon.poll() is None  # still running, with the previous configuration
     rejected = next(e for e in log_events(log) if e.get("event") == "reload_rejected")
     assert any("rules[0].for" in line for line in rejected["problems"])
+
+
+def test_dry_run_daemon_says_so_and_writes_nothing(box: Sandbox) -> None:
+    """`run --dry-run`: the whole incident happens in messages marked DRY-RUN; no patch."""
+    start = len(box.kube.requests)
+    daemon = box.start_daemon("--dry-run")
+    assert wait_until(lambda: leader_ready(box), 20)
+    time.sleep(3)
+    box.deploy("web", "nginx:2.0")
+    assert wait_until(lambda: any("DRY-RUN" in t and "Rolled back" in t for t in titles(box)), 40)
+    assert box.rollback_patches() == []
+    writes = [
+        r
+        for r in box.kube.requests[start:]
+        if r.user_agent.startswith("rollbackd/")
+        and r.method in ("PATCH", "POST")
+        and "/leases" not in r.path
+    ]
+    assert writes == []
+    assert box.image("web") == "nginx:2.0"
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0
+
+
+def test_once_runs_one_cycle_and_exits(box: Sandbox) -> None:
+    """`run --once` evaluates the rules once and exits 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "run", "--once", "--config", str(box.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert any(e.get("event") == "evaluation_cycle" for e in events)
+    assert any(e.get("event") == "once_finished" for e in events)
