@@ -67,7 +67,7 @@ class RuleRunner:
         log.info(
             "evaluation_cycle",
             rules=len(chosen),
-            targets=len(verdicts),
+            verdicts=len(verdicts),  # quiet mode: only targets with something to report
             pending=sum(v.state is RuleState.PENDING for v in verdicts),
             firing=sum(v.state is RuleState.FIRING for v in verdicts),
             failed=sum(failed for _, failed in batches),
