@@ -77,6 +77,7 @@ class Daemon:
         self.outboxes: dict[str, Outbox] = {}
         self.http_client: httpx.AsyncClient | None = None
         self.open_incidents: dict[Target, OpenIncident] = {}  # survives reloads
+        self.rollback_tasks: set[asyncio.Task[None]] = set()  # so does the rollback in flight
         self._built = False
 
     def _forced(self, settings: Settings) -> Settings:
@@ -152,6 +153,7 @@ class Daemon:
             is_leader=self.is_leader,
             observed_changes=self._observed,
             open_incidents=self.open_incidents,
+            tasks=self.rollback_tasks,
         )
         runner = RuleRunner(
             settings.rules, source=self.source, clock=self.clock, telemetry=self.telemetry

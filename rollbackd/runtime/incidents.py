@@ -81,6 +81,7 @@ class IncidentManager:
         is_leader: Callable[[], bool] = lambda: True,
         observed_changes: dict[tuple[str, str], datetime] | None = None,
         open_incidents: dict[Target, OpenIncident] | None = None,
+        tasks: set[asyncio.Task[None]] | None = None,
     ) -> None:
         self.settings = settings
         self._deployments = deployments
@@ -92,7 +93,8 @@ class IncidentManager:
         self._is_leader = is_leader
         self._observed = observed_changes if observed_changes is not None else {}
         self.open: dict[Target, OpenIncident] = {} if open_incidents is None else open_incidents
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Shared with the daemon, so a reload's new manager still waits for these rollbacks.
+        self._tasks: set[asyncio.Task[None]] = set() if tasks is None else tasks
         self._prometheus_url = settings.prometheus.external_url or settings.prometheus.url
         self._exprs = {rule.name: rule.expr for rule in settings.rules}
 
