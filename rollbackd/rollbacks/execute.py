@@ -113,7 +113,10 @@ class RollbackExecutor:
         self, request: RollbackRequest, *, redecide: Redecide | None = None
     ) -> RollbackResult:
         started = time.monotonic()
-        result = await self._execute(request, redecide)
+        try:
+            result = await self._execute(request, redecide)
+        except KubeError as exc:  # reading failed: nothing was written
+            result = RollbackResult(request, Outcome.FAILED, exc.code, str(exc))
         return replace(result, seconds=round(time.monotonic() - started, 3))
 
     async def _execute(self, request: RollbackRequest, redecide: Redecide | None) -> RollbackResult:

@@ -86,7 +86,8 @@ def kube_error(exc: Exception, *, what: str) -> KubeError:
         if status == 410:
             return KubeGone(f"{what}: {message}")
         return KubeError(f"{what}: HTTP {status} {message}".strip())
-    if isinstance(exc, urllib3.exceptions.TimeoutError | socket.timeout | TimeoutError):
+    cause = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    if isinstance(cause, urllib3.exceptions.TimeoutError | socket.timeout | TimeoutError):
         return KubeTimeout(f"{what}: no answer in time")
     return KubeUnreachable(f"{what}: {type(exc).__name__}: {exc}")
 

@@ -431,8 +431,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._record.status = status
 
     def _body(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self._raw
         if not raw:
             return {}
         content_type = self.headers.get("Content-Type", "")
@@ -446,6 +445,10 @@ class _Handler(BaseHTTPRequestHandler):
             ) from None
 
     def _dispatch(self, method: str) -> None:
+        # Read the body first: an error answered early must not leave it in a kept-alive
+        # connection, where it would be read as the next request.
+        length = int(self.headers.get("Content-Length") or 0)
+        self._raw = self.rfile.read(length) if length else b""
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
         self._record = RecordedRequest(

@@ -1,0 +1,101 @@
+"""The Kubernetes API misbehaving: exactly one rollback or none, a clear error, no crash."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from rollbackd.rollbacks.execute import Outcome
+from rollbackd.rollbacks.kubernetes import DeploymentCache, api_client
+from rollbackd.settings import KubernetesSettings
+from rollbackd.testing.kube import Fault, seed
+from rollbackd.testing.sandbox import wait_until
+from tests.conftest import Kube
+from tests.integration.test_rollbacks import ENABLED, executor, image, request, three_revisions
+
+PATCH = re.compile("/deployments/web$")
+
+
+def rollback_patches(kube: Kube) -> list[object]:
+    return [
+        r
+        for r in kube.server.requests
+        if r.method == "PATCH"
+        and r.status == 200
+        and r.content_type.startswith("application/json-patch+json")
+    ]
+
+
+def test_500_on_the_patch_fails_cleanly_without_rolling_back(kube: Kube) -> None:
+    """A 500 answering the patch: the rollback fails with its code, nothing changed, and a
+    RollbackdRollbackFailed Event says so."""
+    three_revisions(kube)
+    kube.server.faults.injected.append(Fault("PATCH", PATCH, 500))
+    run, _ = executor(kube)
+    result = asyncio.run(run.execute(request()))
+    assert (result.outcome, result.code) == (Outcome.FAILED, "ERR_KUBE_FAILED")
+    assert image(kube) == "nginx:3.0"
+    assert rollback_patches(kube) == []
+    events = kube.server.cluster.list_objects("events", "demo")
+    assert [e["reason"] for e in events] == ["RollbackdRollbackFailed"]
+
+
+def test_timeout_and_dropped_connection_are_classified(kube: Kube) -> None:
+    """An API server slower than the timeout, or a connection cut before the answer: the
+    codes say which, and a later attempt succeeds exactly once."""
+    three_revisions(kube)
+    run, workloads = executor(kube)
+    workloads._timeout = 0.5
+    kube.server.faults.latency = 1.5
+    slow = asyncio.run(run.execute(request()))
+    assert (slow.outcome, slow.code) == (Outcome.FAILED, "ERR_KUBE_TIMEOUT")
+    kube.server.faults.latency = 0
+    kube.server.faults.injected.append(Fault("PATCH", PATCH, 0))  # dropped
+    dropped = asyncio.run(run.execute(request()))
+    assert (dropped.outcome, dropped.code) == (Outcome.FAILED, "ERR_KUBE_UNREACHABLE")
+    assert image(kube) == "nginx:3.0"
+    workloads._timeout = 10.0
+    done = asyncio.run(run.execute(request()))
+    assert done.outcome is Outcome.SUCCEEDED
+    assert len(rollback_patches(kube)) == 1
+    assert image(kube) == "nginx:2.0"
+
+
+def test_missing_rbac_names_the_permission(kube: Kube) -> None:
+    """403 from missing RBAC: a clear message naming the verb and resource to grant."""
+    three_revisions(kube)
+    kube.server.faults.forbidden.add(("patch", "deployments"))
+    run, _ = executor(kube)
+    result = asyncio.run(run.execute(request()))
+    assert (result.outcome, result.code) == (Outcome.FAILED, "ERR_KUBE_FORBIDDEN")
+    assert 'cannot patch resource "deployments" in API group "apps"' in result.message
+    assert "grant this verb" in result.message
+
+
+def test_watch_survives_410_and_a_dropped_stream(kube: Kube) -> None:
+    """The Deployment cache relists after 410 Gone and resumes after a cut stream, and keeps
+    following changes: it never dies and never needs a restart."""
+    seed.create_namespace(kube.api, "demo")
+    seed.create_deployment(kube.api, "demo", "web", image="nginx:1.0", labels=ENABLED)
+    settings = KubernetesSettings(kubeconfig=str(kube.kubeconfig))
+    cache = DeploymentCache(api_client(settings), settings, watch_seconds=1)
+    cache.start()
+    try:
+        assert wait_until(lambda: cache.synced)
+        kube.server.faults.injected.append(Fault("GET", re.compile("/deployments$"), 0, times=2))
+        seed.set_image(kube.api, "demo", "web", "nginx:2.0")
+        assert wait_until(lambda: _image(cache) == "nginx:2.0")
+        kube.server.faults.expire_watches = True
+        assert wait_until(lambda: cache.lists >= 2)
+        kube.server.faults.expire_watches = False
+        seed.set_image(kube.api, "demo", "web", "nginx:3.0")
+        assert wait_until(lambda: _image(cache) == "nginx:3.0")
+    finally:
+        cache.stop()
+
+
+def _image(cache: DeploymentCache) -> str:
+    deployment = cache.get("demo", "web")
+    if deployment is None:
+        return ""
+    return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])

@@ -1,0 +1,129 @@
+"""Prometheus misbehaving: no rollback, the right error code, recovery without a restart.
+
+Each case drives the daemon's evaluation path (RuleRunner and the hold windows) against a
+scripted Prometheus over real HTTP, with a rule that would fire at once (`for: 0s`) on any
+breach: a fault must not look like one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import pytest
+
+from rollbackd.model import Reason, RuleState, Target
+from rollbackd.runtime.evaluation import RuleRunner
+from rollbackd.runtime.logs import configure_logging
+from rollbackd.runtime.telemetry import Telemetry
+from rollbackd.settings import PrometheusSettings, RuleSettings
+from rollbackd.signals.prometheus import PrometheusSource
+from rollbackd.testing.clock import FakeClock
+from rollbackd.testing.prometheus_stub import PrometheusStub, error, vector
+
+WEB = Target("shop", "web")
+HEALTHY = vector(({"namespace": "shop", "deployment": "web"}, "0.01"))
+BREACHING = vector(({"namespace": "shop", "deployment": "web"}, "0.30"))
+
+CASES = [
+    ("down", None, "ERR_PROM_UNREACHABLE"),
+    ("slow", {"body": HEALTHY, "delay": 2.0}, "ERR_PROM_TIMEOUT"),
+    (
+        "http 500",
+        {"body": b"oops", "status": 500, "content_type": "text/plain"},
+        "ERR_PROM_UNREACHABLE",
+    ),
+    (
+        "bad json",
+        {"body": b'{"status": "succ', "content_type": "application/json"},
+        "ERR_PROM_BAD_RESPONSE",
+    ),
+    (
+        "query timeout",
+        {"body": error("timeout", "query timed out"), "status": 503},
+        "ERR_PROM_TIMEOUT",
+    ),
+]
+
+
+def runner(url: str) -> tuple[RuleRunner, Telemetry]:
+    rule = RuleSettings.model_validate(
+        {"name": "errors", "expr": "ratio", "threshold": 0.05, "for": "0s", "interval": "2s"}
+    )
+    telemetry = Telemetry()
+    source = PrometheusSource(PrometheusSettings(url=url, timeout="1s"))
+    return RuleRunner([rule], source=source, clock=FakeClock(), telemetry=telemetry), telemetry
+
+
+@pytest.mark.parametrize(("name", "answer", "code"), CASES, ids=[c[0] for c in CASES])
+def test_fault_never_fires_logs_its_code_once_and_recovers(
+    name: str, answer: dict[str, object] | None, code: str
+) -> None:
+    """Three faulty ticks: nothing fires, one log line with the code; then a healthy answer
+    is used at once, without a restart."""
+    out = io.StringIO()
+    configure_logging(fmt="json", stream=out)
+    with PrometheusStub() as stub:
+        url = stub.url
+        if answer is None:
+            stub.stop()  # nothing listens any more: unreachable
+        else:
+            stub.answer(**answer)  # type: ignore[arg-type]
+        run, telemetry = runner(url)
+        faulty = [asyncio.run(run.run()) for _ in range(3)]
+        assert all(v.state is not RuleState.FIRING for batch in faulty for v in batch)
+        assert run.failures["errors"].code == code
+        assert (
+            telemetry.value("rollbackd_rule_evaluations_total", {"rule": "errors", "result": code})
+            == 3
+        )
+        if answer is not None:
+            stub.answer(HEALTHY)
+            (healthy,) = asyncio.run(run.run())
+            assert (healthy.target, healthy.breaching) == (WEB, False)
+            assert "errors" not in run.failures
+    events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert events.count("prometheus_query_failed") == 1
+    assert events.count("prometheus_query_recovered") == (0 if answer is None else 1)
+
+
+def test_partial_data_with_warnings_is_used_and_logged() -> None:
+    """Partial data with warnings: the values are judged (a real breach fires) and the
+    warning is logged."""
+    out = io.StringIO()
+    configure_logging(fmt="json", stream=out)
+    with PrometheusStub() as stub:
+        stub.answer(
+            vector(
+                ({"namespace": "shop", "deployment": "web"}, "0.30"),
+                warnings=["some store was unreachable"],
+            )
+        )
+        run, _ = runner(stub.url)
+        (verdict,) = asyncio.run(run.run())
+    assert verdict.state is RuleState.FIRING
+    assert any('"prometheus_warnings"' in line for line in out.getvalue().splitlines())
+
+
+def test_nan_is_no_data_never_a_breach() -> None:
+    """NaN (0/0 with no traffic) is no data: under the default policy it never fires."""
+    with PrometheusStub() as stub:
+        stub.answer(vector(({"namespace": "shop", "deployment": "web"}, "NaN")))
+        run, _ = runner(stub.url)
+        (verdict,) = asyncio.run(run.run())
+    assert verdict.reason is Reason.NO_DATA
+    assert verdict.state is RuleState.INACTIVE
+
+
+def test_breach_then_outage_keeps_the_state_and_fires_nothing_new() -> None:
+    """A target already firing stays firing through an outage (no flapping messages), and a
+    healthy target is not made to fire by it."""
+    with PrometheusStub() as stub:
+        stub.answer(BREACHING)
+        run, _ = runner(stub.url)
+        (first,) = asyncio.run(run.run())
+        assert first.state is RuleState.FIRING
+        stub.answer(b"oops", status=500, content_type="text/plain")
+        (held,) = asyncio.run(run.run())
+        assert (held.state, held.transition, held.reason) == (RuleState.FIRING, None, Reason.ERROR)
