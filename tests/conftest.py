@@ -21,6 +21,7 @@ from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import AlertmanagerSettings, ServerSettings
 from rollbackd.testing.app import SampleApp
 from rollbackd.testing.kube import KubeApiServer
+from rollbackd.testing.sandbox import Sandbox
 from rollbackd.testing.services import (
     ALERTMANAGER_BINARIES,
     DEBIAN_PACKAGES,
@@ -127,6 +128,7 @@ class Receiver:
 
 
 WEBHOOK_TOKEN = "am-token-5f1c9e"
+GOOD_HEADERS = {"Authorization": f"Bearer {WEBHOOK_TOKEN}", "Content-Type": "application/json"}
 
 
 def alertmanager_settings(**overrides: object) -> AlertmanagerSettings:
@@ -206,3 +208,14 @@ def make_receiver() -> Iterator[Any]:
     yield start
     for stop in stops:
         stop()
+
+
+@pytest.fixture
+def box(tmp_path: Path, prometheus_binary: None) -> Iterator[Sandbox]:
+    """The sandbox with shop/web at nginx:1.0 scraped, where nginx:2.0 fails 30% of requests."""
+    with Sandbox(tmp_path) as sandbox:
+        sandbox.errors_by_image = {"nginx:2.0": 0.3}
+        sandbox.deploy("web", "nginx:1.0")
+        assert sandbox.prometheus is not None
+        sandbox.prometheus.wait_until_scraped()
+        yield sandbox

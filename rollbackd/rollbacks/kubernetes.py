@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -59,7 +60,8 @@ def api_client(settings: KubernetesSettings) -> client.ApiClient:
             config.load_kube_config(client_configuration=configuration)
     configuration.retries = 0  # rollbackd decides what to retry
     api = client.ApiClient(configuration)
-    api.user_agent = f"rollbackd/{__version__}"  # audit logs name rollbackd
+    # Audit logs name rollbackd and the replica: host and process.
+    api.user_agent = f"rollbackd/{__version__} ({socket.gethostname()}; pid {os.getpid()})"
     return api
 
 

@@ -40,13 +40,14 @@ SKEW_SECONDS = 3600
 @dataclass
 class Script:
     """A scripted answer: ``status`` HTTP code, or errcode/errmsg, for ``times`` requests or
-    until ``until`` on the fake's clock."""
+    until ``until`` on the fake's clock, after ``delay`` seconds."""
 
     status: int = 200
     errcode: int = 0
     errmsg: str = "ok"
     times: int = 0
     until: float = 0.0
+    delay: float = 0.0  # seconds (real time) before answering: a slow robot
 
 
 @dataclass
@@ -119,12 +120,15 @@ class _Handler(BaseHTTPRequestHandler):
         state = self.state
         with state.lock:
             script = self._scripted()
-            if script is not None:
-                if script.status != 200:
-                    self._json(script.status, {"message": "scripted failure"})
-                else:
-                    self._json(200, {"errcode": script.errcode, "errmsg": script.errmsg})
-                return
+        if script is not None and script.delay:
+            time.sleep(script.delay)  # slow, and then as scripted or as usual
+        if script is not None and script.status != 200:
+            self._json(script.status, {"message": "scripted failure"})
+            return
+        if script is not None and script.errcode != 0:
+            self._json(200, {"errcode": script.errcode, "errmsg": script.errmsg})
+            return
+        with state.lock:
             answer = self._check(query, raw)
         self._json(200, answer)
 

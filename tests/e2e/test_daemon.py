@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +20,6 @@ from tests.unit.test_deploy import EXPECTED_RULES
 pytestmark = pytest.mark.integration
 
 RULE_FOR, INTERVAL = 4.0, 1.0
-
-
-@pytest.fixture
-def box(tmp_path: Path, prometheus_binary: None) -> Iterator[Sandbox]:
-    with Sandbox(tmp_path) as sandbox:
-        sandbox.errors_by_image = {"nginx:2.0": 0.3}
-        sandbox.deploy("web", "nginx:1.0")
-        sandbox.prometheus.wait_until_scraped()  # type: ignore[union-attr]
-        yield sandbox
 
 
 def titles(box: Sandbox) -> list[str]:

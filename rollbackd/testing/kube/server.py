@@ -462,13 +462,14 @@ class _Handler(BaseHTTPRequestHandler):
         faults = self.api.faults
         if faults.latency:
             time.sleep(faults.latency)
+        # Hooks before faults: a hook may stop a client process, and a fault drop its request.
+        faults.run_hooks(method, url.path, self.api.cluster)
         fault = faults.take(method, url.path + ("?" + url.query if url.query else ""))
         if fault is not None and fault.status == 0:
             self._record.status = 0
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
             return
-        faults.run_hooks(method, url.path, self.api.cluster)
         try:
             if fault is not None:
                 raise ApiError(
