@@ -324,6 +324,7 @@ class Faults:
     injected: list[Fault] = field(default_factory=list)
     forbidden: set[tuple[str, str]] = field(default_factory=set)  # (verb, plural)
     expire_watches: bool = False
+    cut_watches: int = 0  # open watch streams to cut mid-stream, without their last chunk
     hooks: list[Hook] = field(default_factory=list)
 
     def run_hooks(self, method: str, path: str, cluster: Cluster) -> None:
@@ -801,6 +802,11 @@ class Resources:
                     if self.api.faults.expire_watches:
                         self._line(_gone(last))
                         break
+                    if self.api.faults.cut_watches > 0:
+                        self.api.faults.cut_watches -= 1
+                        h.connection.shutdown(socket.SHUT_RDWR)  # mid-stream, no last chunk
+                        h.close_connection = True
+                        return
                     pending = list(self.cluster.events_after(last))
                     if not pending:
                         remaining = deadline - time.monotonic()
