@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import tempfile
 import time
@@ -127,25 +126,14 @@ def measure(runs: int) -> dict[str, Any]:
     }
 
 
-_PATH = re.compile(
-    r"^/(?:api/v1|apis/[^/]+/v1)(?:/namespaces/[^/]+)?/(?P<resource>[^/]+)(?:/(?P<name>[^/]+))?$"
-)
-
-
 def _rollbackd_requests(box: Sandbox, start: int) -> dict[tuple[str, str], int]:
     """rollbackd's requests (by User-Agent) since ``start``, as (verb, resource) counts."""
     counts: dict[tuple[str, str], int] = {}
     for request in box.kube.requests[start:]:
-        match = _PATH.match(request.path)
-        if not request.user_agent.startswith("rollbackd/") or match is None:
+        if not request.user_agent.startswith("rollbackd/") or request.rbac is None:
             continue
-        if request.method == "GET":
-            watching = request.query.get("watch") in ("true", "1")
-            verb = "watch" if watching else ("get" if match["name"] else "list")
-        else:
-            verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(request.method, "?")
-        key = (verb, match["resource"])
-        counts[key] = counts.get(key, 0) + 1
+        _, resource, verb = request.rbac
+        counts[(verb, resource)] = counts.get((verb, resource), 0) + 1
     return counts
 
 

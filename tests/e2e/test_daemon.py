@@ -82,28 +82,15 @@ def test_bad_release_is_rolled_back_and_recovers(box: Sandbox) -> None:
     assert patch.status == 200
 
 
-_PATH = re.compile(
-    r"^/(?:api/v1|apis/(?P<group>[^/]+)/v1)(?:/namespaces/[^/]+)?/(?P<resource>[^/]+)"
-    r"(?:/(?P<name>[^/]+))?$"
-)
-
-
 def verbs_used(box: Sandbox) -> dict[tuple[str, str], set[str]]:
     """What rollbackd (by its User-Agent) asked the API server, as RBAC verbs."""
     used: dict[tuple[str, str], set[str]] = {}
     for request in box.kube.requests:
         if not request.user_agent.startswith("rollbackd/"):
             continue
-        match = _PATH.match(request.path)
-        assert match is not None, request.path
-        if request.method == "GET":
-            watching = request.query.get("watch") in ("true", "1")
-            verb = "watch" if watching else ("get" if match["name"] else "list")
-        else:
-            verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}[
-                request.method
-            ]
-        used.setdefault((match["group"] or "", match["resource"]), set()).add(verb)
+        assert request.rbac is not None, request.path
+        group, resource, verb = request.rbac
+        used.setdefault((group, resource), set()).add(verb)
     return used
 
 

@@ -79,6 +79,25 @@ _PATH = re.compile(
     r"(?:/namespaces/(?P<ns>[^/]+)(?=/))?"
     r"/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>scale|status))?$"
 )
+_WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def verb_of(method: str, query: dict[str, str], *, named: bool) -> str:
+    """The RBAC verb of a request: watch, get, list, create, update, patch, delete."""
+    if method == "GET":
+        if query.get("watch") in ("1", "true"):
+            return "watch"
+        return "get" if named else "list"
+    return _WRITE_VERBS.get(method, method.lower())
+
+
+def rbac_of(method: str, path: str, query: dict[str, str]) -> tuple[str, str, str] | None:
+    """(API group, resource, verb) of a request as RBAC rules name them; None off the API."""
+    match = _PATH.match(path)
+    if match is None:
+        return None
+    resource = match["plural"] + (f"/{match['sub']}" if match["sub"] else "")
+    return match["group"] or "", resource, verb_of(method, query, named=bool(match["name"]))
 
 
 class ApiError(Exception):
@@ -306,6 +325,11 @@ class RecordedRequest:
     content_type: str = ""
     status: int = 0
     at: float = field(default_factory=time.monotonic)
+
+    @property
+    def rbac(self) -> tuple[str, str, str] | None:
+        """(API group, resource, verb) of this request, for RBAC checks and counts."""
+        return rbac_of(self.method, self.path, self.query)
 
 
 @dataclass
@@ -561,15 +585,7 @@ class Resources:
         self.store = resource.plural
 
     def serve(self, method: str) -> None:
-        verb = {
-            "GET": "watch"
-            if self.query.get("watch") in ("1", "true")
-            else ("get" if self.name else "list"),
-            "POST": "create",
-            "PUT": "update",
-            "PATCH": "patch",
-            "DELETE": "delete",
-        }[method]
+        verb = verb_of(method, self.query, named=bool(self.name))
         self._authorize(verb)
         if verb == "watch":
             self.watch()
