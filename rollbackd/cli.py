@@ -16,12 +16,11 @@ import click
 import httpx
 
 from rollbackd import __version__
-from rollbackd.decisions.decide import decide
-from rollbackd.demo import run_demo
-from rollbackd.errors import ConfigError, DingTalkError, RollbackdError
+from rollbackd.errors import ConfigError, DingTalkError, RollbackdError, TemplateFailed
+from rollbackd.incidents.decide import decide
 from rollbackd.model import Event, Incident, Target, Verdict, new_incident_id
 from rollbackd.notifications.dingtalk import sender_for
-from rollbackd.notifications.render import Renderer
+from rollbackd.notifications.render import Renderer, template_problems
 from rollbackd.rollbacks.execute import Outcome, RollbackExecutor, RollbackRequest, RollbackResult
 from rollbackd.rollbacks.kubernetes import KubernetesWorkloads, api_client
 from rollbackd.rollbacks.plan import rollout_history, selector_of, situation_of
@@ -30,7 +29,14 @@ from rollbackd.runtime.daemon import run_daemon
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
 from rollbackd.runtime.logs import configure_logging
 from rollbackd.runtime.telemetry import Telemetry
-from rollbackd.settings import Settings, load_settings, redacted_yaml
+from rollbackd.settings import (
+    Settings,
+    key_line,
+    load_settings,
+    redacted_yaml,
+    render_path,
+    warnings_of,
+)
 from rollbackd.signals.prometheus import PrometheusSource
 from rollbackd.state.annotations import read_state
 
@@ -70,6 +76,19 @@ def main() -> None:
 def check_config(file: str, print_: bool) -> None:
     """Validate FILE offline; print every problem as FILE:LINE: key.path: message."""
     settings = load_or_exit(file)
+    for loc, message in warnings_of(settings):
+        click.echo(
+            f"{file}:{key_line(file, loc)}: {render_path(loc)}: warning: {message}", err=True
+        )
+    notifications = settings.notifications
+    failed = template_problems(notifications.language, notifications.templates_dir)
+    for template, line, problem in failed:
+        click.echo(
+            f"{template}:{line}: notifications.templates_dir: {problem} [{TemplateFailed.code}]",
+            err=True,
+        )
+    if failed:
+        sys.exit(EXIT_BAD_CONFIG)
     if print_:
         click.echo(redacted_yaml(settings), nl=False)
     else:
@@ -241,7 +260,13 @@ def history(target: Target, config_file: str, output: str) -> None:
 
 
 async def manual_rollback(
-    settings: Settings, target: Target, *, to_revision: int | None, dry_run: bool, reason: str
+    settings: Settings,
+    target: Target,
+    *,
+    to_revision: int | None,
+    dry_run: bool,
+    reason: str,
+    force: bool = False,
 ) -> RollbackResult:
     workloads = KubernetesWorkloads(api_client(settings.kubernetes))
     deployment = await workloads.get_deployment(*target)
@@ -255,9 +280,10 @@ async def manual_rollback(
         to_revision=to_revision,
         manual=True,
         note=reason,
+        by=f"{settings.leader_election.namespace}/{settings.leader_election.lease_name}",
     )
     decision = decide(
-        situation_of(deployment, replicasets),
+        situation_of(deployment, replicasets, to_revision=to_revision),
         breach_since=now,
         action="rollback",
         kube=settings.kubernetes,
@@ -265,6 +291,7 @@ async def manual_rollback(
         budget_used=0,
         now=now,
         manual=True,
+        force=force,
     )
     if not decision.acts:
         return RollbackResult(request, Outcome.SKIPPED, decision.reason, decision.message)
@@ -283,9 +310,16 @@ async def manual_rollback(
 @config_option
 @click.option("--to-revision", type=click.IntRange(min=1), help="revision to return to")
 @click.option("--dry-run", is_flag=True, help="every step except the write")
-@click.option("--reason", default="", help="why, recorded in the Event")
+@click.option("--reason", default="", help="why, recorded in the Event, record and messages")
+@click.option("--force", is_flag=True, help="pass the cooldown (opt-out and precondition hold)")
 def rollback(
-    target: Target, config_file: str, to_revision: int | None, dry_run: bool, reason: str
+    target: Target,
+    config_file: str,
+    *,
+    to_revision: int | None,
+    dry_run: bool,
+    reason: str,
+    force: bool,
 ) -> None:
     """Roll NAMESPACE/NAME back through rollbackd's executor and guards."""
     settings = load_or_exit(config_file)
@@ -300,6 +334,7 @@ def rollback(
                 to_revision=to_revision,
                 dry_run=dry_run or settings.rollback.dry_run,
                 reason=reason,
+                force=force,
             )
         )
     except RollbackdError as exc:
@@ -382,4 +417,6 @@ def run(config_file: str, dry_run: bool, once: bool) -> None:
 @main.command("demo")
 def demo() -> None:
     """The local sandbox: a bad release is rolled back end to end, with a timeline."""
+    from rollbackd.demo import run_demo  # noqa: PLC0415 - the sandbox loads test fakes: only here
+
     sys.exit(run_demo())

@@ -43,6 +43,8 @@ into the core.
     │   ├── DingTalkRobotDisabled          ERR_DINGTALK_ROBOT_DISABLED
     │   ├── DingTalkBusy                   ERR_DINGTALK_BUSY
     │   └── DingTalkRejected               ERR_DINGTALK_REJECTED
+    ├── NotificationError                  ERR_NOTIFY_FAILED
+    │   └── TemplateFailed                 ERR_NOTIFY_TEMPLATE
     └── WebhookError                       ERR_WEBHOOK_FAILED
         ├── WebhookUnauthorized            ERR_WEBHOOK_UNAUTHORIZED
         ├── WebhookTooLarge                ERR_WEBHOOK_TOO_LARGE
@@ -337,6 +339,22 @@ class DingTalkRejected(DingTalkError):
     """DingTalk refused this message for good (content, size, IP allow list, unknown code)."""
 
     code = "ERR_DINGTALK_REJECTED"
+
+
+# --- notifications ------------------------------------------------------------------
+
+
+class NotificationError(RollbackdError):
+    """A message could not be prepared."""
+
+    code = "ERR_NOTIFY_FAILED"
+
+
+class TemplateFailed(NotificationError):
+    """A message template failed to render: a plain built-in message was sent instead;
+    fix the template (``check-config`` renders every one with a sample incident)."""
+
+    code = "ERR_NOTIFY_TEMPLATE"
 
 
 # --- Alertmanager webhook ------------------------------------------------------------

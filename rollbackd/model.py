@@ -6,6 +6,7 @@ Every value is immutable; stages take values and a ``now`` and return values.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,9 +28,18 @@ class Target(NamedTuple):
         return f"{self.namespace}/{self.deployment}"
 
 
-def new_incident_id(now: datetime) -> str:
-    """An incident id people can read aloud and sort: ``rb-20261127-153052-7f3a``."""
-    return f"rb-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+def new_incident_id(now: datetime, seed: str = "") -> str:
+    """An incident id people can read aloud and sort: ``rb-20261127-153052-7f3a``.
+
+    With a ``seed`` (the workload, in the incident core) the id is derived, not random, so
+    the core stays a pure function of its inputs.
+    """
+    suffix = (
+        hashlib.sha256(f"{seed}@{now.isoformat()}".encode()).hexdigest()[:4]
+        if seed
+        else secrets.token_hex(2)
+    )
+    return f"rb-{now:%Y%m%d-%H%M%S}-{suffix}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +131,7 @@ class Event(StrEnum):
     SKIPPED = "skipped"
     RECOVERED = "recovered"
     ESCALATED = "escalated"
+    OUTAGE = "outage"  # many workloads breaching together: one message names them all
 
 
 @dataclass(frozen=True)
@@ -156,3 +167,4 @@ class Message:
     title: str
     text: str
     labels: dict[str, str] = field(default_factory=dict)
+    problem: str = ""  # why the built-in plain text was used instead of the template

@@ -45,6 +45,12 @@ class Workloads(Protocol):
         """A JSON patch; raises ``KubeConflict`` when one of its ``test`` ops fails."""
         ...
 
+    async def annotate_deployment(
+        self, namespace: str, name: str, annotations: dict[str, str]
+    ) -> None:
+        """Set annotations only (rollbackd's delivery record); never the template."""
+        ...
+
 
 class RolloutWatcher(Protocol):
     """Follows one Deployment until a condition holds or time runs out."""

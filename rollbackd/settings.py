@@ -180,6 +180,7 @@ Event = Literal[
     "skipped",
     "recovered",
     "escalated",
+    "outage",
 ]
 ALL_EVENTS: tuple[Event, ...] = (
     "breach",
@@ -189,6 +190,7 @@ ALL_EVENTS: tuple[Event, ...] = (
     "skipped",
     "recovered",
     "escalated",
+    "outage",
 )
 
 
@@ -366,6 +368,11 @@ class Trigger(_Section):
         default_factory=dict, description="labels that must match a regex (anchored)"
     )
     action: Action = Field("rollback", description="rollback | notify")
+    pending_for: Duration | None = Field(
+        None,
+        description="the alerting rule's `for`, used when Prometheus cannot tell when the "
+        "breach began (ALERTS_FOR_STATE); unset and unknown: notify only",
+    )
 
     @model_validator(mode="after")
     def _some_matcher(self) -> Trigger:
@@ -406,6 +413,15 @@ class Budget(_Section):
     per: Duration = Field(timedelta(hours=1), description="the budget's period")
 
 
+class BlastRadius(_Section):
+    max_targets: int = Field(
+        3, ge=1, description="more workloads breaching together than this is an outage: notify"
+    )
+    window: Duration = Field(
+        timedelta(minutes=5), description="how close together breaches count as together"
+    )
+
+
 class RollbackSettings(_Section):
     dry_run: bool = Field(False, description="go through every step except the write")
     change_window: Duration = Field(
@@ -416,6 +432,10 @@ class RollbackSettings(_Section):
         timedelta(minutes=15), description="no second automatic rollback of a Deployment before"
     )
     budget: Budget = Field(default_factory=Budget, description="cluster-wide rollback budget")
+    blast_radius: BlastRadius = Field(
+        default_factory=BlastRadius,
+        description="many workloads breaching together is an outage, not a bad release",
+    )
     wait_for_rollout: Duration = Field(
         timedelta(minutes=5), description="how long to wait for the rolled-back Deployment"
     )
@@ -783,6 +803,31 @@ def _duplicate_names(raw: dict[str, Any], lines: _Lines) -> Iterator[ConfigProbl
                 )
             else:
                 seen[name] = index
+
+
+def key_line(file: str | Path, loc: Loc) -> int:
+    """The line of ``loc`` (or of its nearest parent) in a configuration file."""
+    try:
+        root = yaml.compose(Path(file).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return 1
+    return _Lines(root).line(loc) if root is not None else 1
+
+
+def warnings_of(settings: Settings) -> list[tuple[Loc, str]]:
+    """What is valid but probably not meant: (key path, message) each."""
+    found: list[tuple[Loc, str]] = []
+    if settings.alertmanager.enabled:
+        for index, trigger in enumerate(settings.alertmanager.triggers):
+            if trigger.action == "rollback" and trigger.pending_for is None:
+                found.append(
+                    (
+                        ("alertmanager", "triggers", index),
+                        "no pending_for: when Prometheus's ALERTS_FOR_STATE cannot tell when "
+                        "the breach began, this trigger only notifies (unknown_breach_start)",
+                    )
+                )
+    return found
 
 
 def load_settings(file: str | Path, *, environ: Mapping[str, str] | None = None) -> Settings:

@@ -33,6 +33,8 @@ from rollbackd.settings import NotificationSettings
 log = get_logger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+Sent = Callable[[str, Message], None]
+"""Told of every message a robot is done with (delivered, or refused for good)."""
 
 
 @dataclass
@@ -99,6 +101,7 @@ class Outbox:
         self._idle.set()
         self._failures = 0
         self._paused_until = 0.0
+        self.on_sent: Sent | None = None
 
     @property
     def depth(self) -> int:
@@ -184,6 +187,7 @@ class Outbox:
                     error=exc.message,
                     incidents=list(message.incidents),
                 )
+                self._done(batch)
                 return
             self._failures += 1
             delay = self._backoff(exc)
@@ -199,6 +203,7 @@ class Outbox:
             self._paused_until = self._clock.now().monotonic + delay
             return
         self._failures = 0
+        self._done(batch)
         self._telemetry.notifications.labels(self.name, "ok").inc()
         log.info(
             "notification_sent",
@@ -207,6 +212,11 @@ class Outbox:
             incidents=list(message.incidents)[:20],
             merged=len(batch),
         )
+
+    def _done(self, batch: list[_Pending]) -> None:
+        if self.on_sent is not None:
+            for pending in batch:
+                self.on_sent(self.name, pending.message)
 
     def _backoff(self, error: DingTalkError) -> float:
         exponent = min(self._failures - 1, 10)
@@ -224,23 +234,52 @@ class Notifications:
         self._settings = settings
         self._renderer = renderer
         self._outboxes = outboxes
+        self._waiting: dict[tuple[str, str], set[str]] = {}
+        self.on_delivered: Callable[[str, str], None] | None = None
+        """Told (incident, event) once every robot is done with that message."""
+        for outbox in outboxes.values():
+            outbox.on_sent = self._sent
+
+    def _sent(self, robot: str, message: Message) -> None:
+        for incident in message.incidents:
+            key = (incident, message.event)
+            waiting = self._waiting.get(key)
+            if waiting is None:
+                continue
+            waiting.discard(robot)
+            if not waiting:
+                del self._waiting[key]
+                self._delivered(*key)
+
+    def _delivered(self, incident: str, event: str) -> None:
+        if self.on_delivered is not None:
+            self.on_delivered(incident, event)
 
     def notify(self, incident: Incident) -> list[str]:
         """Queue the incident's message for every robot it concerns; returns their names."""
         if incident.event not in self._settings.events:
+            self._delivered(incident.id, str(incident.event))  # nothing to deliver
             return []
         message = self._renderer.render(incident)
-        chosen = []
-        for robot in self._settings.robots:
-            if robot.events is not None and incident.event not in robot.events:
-                continue
-            if not all(
+        if message.problem:
+            with structlog.contextvars.bound_contextvars(incident_id=incident.id):
+                log.error("template_failed", kind=str(incident.event), error=message.problem)
+        robots = [
+            robot
+            for robot in self._settings.robots
+            if (robot.events is None or incident.event in robot.events)
+            and all(
                 re.fullmatch(pattern, message.labels.get(label, ""))
                 for label, pattern in robot.match.items()
-            ):
-                continue
+            )
+        ]
+        chosen = [robot.name for robot in robots]
+        if chosen:
+            self._waiting[(incident.id, message.event)] = set(chosen)
+        else:
+            self._delivered(incident.id, message.event)
+        for robot in robots:
             self._outboxes[robot.name].post(message, at_all=incident.event in robot.at_all_on)
-            chosen.append(robot.name)
         with structlog.contextvars.bound_contextvars(incident_id=incident.id):
             log.info("notification_queued", kind=str(incident.event), robots=chosen)
         return chosen

@@ -10,13 +10,15 @@ the rule's graph in Prometheus. Pure: no I/O beyond reading templates once.
 from __future__ import annotations
 
 import math
+import traceback
 import urllib.parse
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
 
-from rollbackd.model import Event, Incident, Message
+from rollbackd.errors import TemplateFailed
+from rollbackd.model import Event, Incident, Message, Target
 
 MAX_BYTES = 20_000
 """DingTalk refuses a body over 20,000 UTF-8 bytes; text is cut below it with a marker."""
@@ -30,6 +32,7 @@ _TITLES = {
         Event.SKIPPED: "Not rolled back",
         Event.RECOVERED: "Recovered",
         Event.ESCALATED: "Still breaching after rollback",
+        Event.OUTAGE: "Outage, not rolling back",
     },
     "zh": {
         Event.BREACH: "指标异常",
@@ -39,6 +42,7 @@ _TITLES = {
         Event.SKIPPED: "未回滚",
         Event.RECOVERED: "已恢复",
         Event.ESCALATED: "回滚后仍异常",
+        Event.OUTAGE: "大面积异常，不回滚",
     },
 }
 
@@ -68,6 +72,75 @@ def truncate(text: str, *, limit: int, marker: str) -> str:
     return data[:room].decode(errors="ignore") + marker
 
 
+def sample_incident(event: Event) -> Incident:
+    """An incident with every fact filled in, to try templates on (``check-config``)."""
+    return Incident(
+        id="rb-20261127-153052-7f3a",
+        event=event,
+        target=Target("shop", "web"),
+        rule="high-error-rate",
+        value=0.31,
+        op=">",
+        threshold=0.05,
+        since=datetime(2026, 11, 27, 15, 28, 52, tzinfo=UTC),
+        reason="the breach began 1m30s after the change",
+        reason_code="breach_after_change",
+        from_revision=3,
+        to_revision=2,
+        from_images=("registry.example/web:2.0",),
+        to_images=("registry.example/web:1.9",),
+        graph_url="http://prometheus.monitoring:9090/graph",
+        note="sample",
+        labels={"team": "shop"},
+    )
+
+
+def template_problems(language: str, templates_dir: str) -> list[tuple[str, int, str]]:
+    """Render every event's template with a sample incident: (file, line, problem) each.
+
+    The operator's overrides and the built-in templates are tried alike, so a template
+    that parses but fails to render (an unknown field, a bad filter) is found before a
+    real incident needs it.
+    """
+    renderer = Renderer(language, templates_dir)
+    problems = []
+    for event in Event:
+        try:
+            renderer.render_text(sample_incident(event))
+        except Exception as exc:  # every failure is reported, with where it happened
+            file, line = _template_frame(exc)
+            problems.append((file, line, f"{type(exc).__name__}: {exc}"))
+    return problems
+
+
+def _template_frame(exc: BaseException) -> tuple[str, int]:
+    """The template file and line where ``exc`` was raised (Jinja2 rewrites tracebacks)."""
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return exc.filename or exc.name or "?", exc.lineno
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith(".j2")]
+    if frames:
+        return frames[-1].filename, frames[-1].lineno or 1
+    return "?", 1
+
+
+def plain_text(incident: Incident, *, code: str) -> str:
+    """The built-in message, without templates: what is sent when a template fails."""
+    lines = [f"### {incident.event}: {incident.target}", "", f"- incident: {incident.id}"]
+    if incident.rule:
+        value = f" {_number(incident.value)} {incident.op} {_number(incident.threshold)}"
+        lines.append(f"- rule: {incident.rule}{value if incident.value is not None else ''}")
+    if incident.from_revision:
+        lines.append(
+            f"- revisions: {incident.from_revision} ({', '.join(incident.from_images)}) -> "
+            f"{incident.to_revision} ({', '.join(incident.to_images)})"
+        )
+    for label, text in (("reason", incident.reason), ("note", incident.note)):
+        if text:
+            lines.append(f"- {label}: {text}")
+    lines.append(f"- (template failed, {code}: plain message sent)")
+    return "\n".join(lines) + "\n"
+
+
 class Renderer:
     """Renders incidents in one language, with the operator's overrides if any."""
 
@@ -87,8 +160,17 @@ class Renderer:
         self.language = language
 
     def render(self, incident: Incident) -> Message:
-        template = self._env.get_template(f"{incident.event}.{self.language}.md.j2")
-        text = template.render(i=incident).strip() + "\n"
+        """The incident's message; a template that fails gives the plain built-in text.
+
+        Rendering never fails the caller: a message is always produced, and ``problem``
+        carries the template's error with its code so that it is logged and fixed.
+        """
+        problem = ""
+        try:
+            text = self.render_text(incident)
+        except Exception as exc:  # any failure of an operator's template falls back
+            problem = f"{TemplateFailed.code}: {type(exc).__name__}: {exc}"
+            text = plain_text(incident, code=TemplateFailed.code)
         title = (
             f"{'[DRY-RUN] ' if incident.dry_run else ''}{_TITLES[self.language][incident.event]}"
         )
@@ -103,7 +185,13 @@ class Renderer:
                 "deployment": incident.target.deployment,
                 **incident.labels,
             },
+            problem=problem,
         )
+
+    def render_text(self, incident: Incident) -> str:
+        """The template's text; raises what the template raises."""
+        template = self._env.get_template(f"{incident.event}.{self.language}.md.j2")
+        return template.render(i=incident).strip() + "\n"
 
     def digests(self, messages: list[Message], *, limit: int, dropped: int = 0) -> list[Message]:
         """Many messages as few, each under ``limit`` bytes, together naming every incident.

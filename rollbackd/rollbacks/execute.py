@@ -1,10 +1,15 @@
 """Executing a rollback: read fresh, plan, patch with a precondition, record, verify.
 
-The patch carries a ``test`` of the resourceVersion that was read, so a deploy landing
-between the read and the write is never overwritten. When the test fails the Deployment
-is read again: if only its status moved (the controller writes status all the time), the
-plan is rebuilt and sent again; if its template changed, a newer deploy landed and the
-decision is made again on the new state (by ``redecide``), never blindly repeated.
+The patch carries a ``test`` of the resourceVersion that was read, so a change landing
+between the read and the write is never overwritten. When the test fails the Deployment is
+read again: if only its status or annotations moved (the controller writes status all the
+time), the plan is rebuilt and sent again; if its template changed, a newer change landed
+and the rollback ends with reason ``newer_change``. It is never decided again here: a
+second decision on a lagging picture could pick the bad revision.
+
+Transient API failures (timeouts, lost connections, 5xx, 429) are retried with the one
+backoff policy (``rollbackd.retry``) until ``wait_for_rollout`` runs out. A write whose
+answer was lost is recognised on the next read by the incident id it carries.
 
 rollbackd's state annotations (``state/annotations.py``) ride in the same patch, so the
 rollback and its record land together: a crash cannot leave one without the other.
@@ -12,22 +17,35 @@ rollback and its record land together: a crash cannot leave one without the othe
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from rollbackd.decisions.decide import Decision
-from rollbackd.errors import KubeConflict, KubeError, LeadershipLost, RolloutNotAvailable
+from rollbackd.errors import (
+    KubeConflict,
+    KubeError,
+    LeadershipLost,
+    RollbackdError,
+    RolloutNotAvailable,
+)
 from rollbackd.model import Target
 from rollbackd.ports import EventRecorder, RolloutWatcher, Workloads
-from rollbackd.rollbacks.plan import Plan, Skip, plan_rollback, selector_of
+from rollbackd.retry import Backoff, Sleep, retrying
+from rollbackd.rollbacks.plan import Plan, Skip, deployment_state, plan_rollback, selector_of
 from rollbackd.rollbacks.status import rollout_status
 from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import RollbackSettings
-from rollbackd.state.annotations import LastRollback, after_rollback, format_time, read_state
+from rollbackd.state.annotations import (
+    MESSAGES,
+    LastRollback,
+    after_rollback,
+    format_messages,
+    format_time,
+)
 
 log = get_logger(__name__)
 
@@ -57,8 +75,10 @@ class RollbackRequest:
     dry_run: bool = False
     to_revision: int | None = None
     manual: bool = False
-    note: str = ""
+    note: str = ""  # an operator's --reason
     expected_hash: str = ""  # the template the decision judged; another one means a new deploy
+    op: str = ""
+    by: str = ""  # this installation, so that another one never adopts the incident
 
 
 @dataclass(frozen=True)
@@ -77,14 +97,16 @@ class RollbackResult:
     to_hash: str = ""
     patch: tuple[Obj, ...] = ()
     seconds: float = 0.0
+    written: bool = False  # the rollback reached the cluster (even if it did not finish)
+    at: str = ""  # the time in the record written with it
 
     @property
     def dry_run(self) -> bool:
         return self.outcome is Outcome.DRY_RUN
 
 
-Redecide = Callable[[Obj], Awaitable[Decision]]
-"""Makes the decision again for a Deployment that changed under a planned rollback."""
+NEWER_CHANGE = "newer_change"
+MIN_RETRY_SECONDS = 5.0
 
 
 class RollbackExecutor:
@@ -100,6 +122,8 @@ class RollbackExecutor:
         wall_clock: Callable[[], datetime],
         may_write: Callable[[], bool] = lambda: True,
         attempts: int = 3,
+        sleep: Sleep = asyncio.sleep,
+        delivered: Callable[[str], tuple[str, ...]] = lambda incident: (),
     ) -> None:
         self._workloads = workloads
         self._watcher = watcher
@@ -108,42 +132,61 @@ class RollbackExecutor:
         self._now = wall_clock
         self._may_write = may_write
         self._attempts = attempts
+        self._sleep = sleep
+        self._delivered = delivered
 
-    async def execute(
-        self, request: RollbackRequest, *, redecide: Redecide | None = None
-    ) -> RollbackResult:
+    async def execute(self, request: RollbackRequest) -> RollbackResult:
         started = time.monotonic()
         try:
-            result = await self._execute(request, redecide)
-        except KubeError as exc:  # reading failed: nothing was written
-            result = RollbackResult(request, Outcome.FAILED, exc.code, str(exc))
+            result = await self._execute(request)
+        except KubeError as exc:  # reading failed for good before anything was written
+            result = RollbackResult(
+                request, Outcome.FAILED, exc.code, f"{exc}; nothing was written"
+            )
         return replace(result, seconds=round(time.monotonic() - started, 3))
 
-    async def _execute(self, request: RollbackRequest, redecide: Redecide | None) -> RollbackResult:
+    async def _execute(self, request: RollbackRequest) -> RollbackResult:
+        sent: list[Plan] = []  # a patch whose answer was lost may have landed
+
+        def retry_logged(exc: RollbackdError, wait: float) -> None:
+            log.warning("rollback_retry", code=exc.code, error=exc.message, retry_in=round(wait, 2))
+
+        outcome = await retrying(
+            lambda: self._attempt(request, sent),
+            policy=Backoff(
+                deadline=max(MIN_RETRY_SECONDS, self._settings.wait_for_rollout.total_seconds())
+            ),
+            sleep=self._sleep,
+            on_retry=retry_logged,
+        )
+        if isinstance(outcome, RollbackResult):
+            return outcome
+        deployment, plan = outcome
+        await self._record(deployment, EVENT_ROLLBACK, request, f"rolled back {_summary(plan)}")
+        return await self._verify(request, plan)
+
+    async def _attempt(
+        self, request: RollbackRequest, sent: list[Plan]
+    ) -> RollbackResult | tuple[Obj, Plan]:
+        """One read-plan-write; a transient error raised here retries it from the read."""
         namespace, name = request.target
-        planned_hash = request.expected_hash
         for _ in range(self._attempts):
             deployment = await self._workloads.get_deployment(namespace, name)
             replicasets = await self._workloads.list_replicasets(namespace, selector_of(deployment))
+            last = deployment_state(deployment, replicasets).last_rollback
+            if sent and last is not None and last.incident == request.incident:
+                return deployment, sent[-1]  # the earlier write landed; its answer was lost
             plan = self._plan(request, deployment, replicasets)
             if isinstance(plan, Skip):
                 return await self._skipped(request, deployment, plan.reason, plan.message)
-            if planned_hash and plan.from_revision.template_hash != planned_hash:
-                # A newer deploy landed after the decision: decide again, on what is there now.
-                if redecide is None:
-                    return await self._skipped(
-                        request,
-                        deployment,
-                        "newer_deploy",
-                        f"a newer deploy (revision {plan.from_revision.number}) landed; "
-                        "not rolling it back unasked",
-                    )
-                decision = await redecide(deployment)
-                if not decision.acts:
-                    return await self._skipped(
-                        request, deployment, decision.reason, decision.message
-                    )
-            planned_hash = plan.from_revision.template_hash
+            if request.expected_hash and plan.from_revision.template_hash != request.expected_hash:
+                return await self._skipped(
+                    request,
+                    deployment,
+                    NEWER_CHANGE,
+                    f"a newer change (revision {plan.from_revision.number}) landed after the "
+                    "decision; not rolling it back unasked",
+                )
             if request.dry_run:
                 return _result(
                     request,
@@ -163,26 +206,31 @@ class RollbackExecutor:
             try:
                 await self._workloads.patch_deployment(namespace, name, plan.patch)
             except KubeConflict:
-                continue  # read again: status moved, or a newer deploy landed
+                continue  # read again: status moved, or a newer change landed
             except KubeError as exc:
+                if exc.transient:
+                    sent.append(plan)
+                    raise
                 await self._record(
                     deployment, EVENT_FAILED, request, f"rollback failed: {exc}", warning=True
                 )
-                return _result(request, plan, Outcome.FAILED, exc.code, str(exc))
-            await self._record(deployment, EVENT_ROLLBACK, request, f"rolled back {_summary(plan)}")
-            return await self._verify(request, plan)
+                return _result(
+                    request, plan, Outcome.FAILED, exc.code, f"{exc}; nothing was written"
+                )
+            return deployment, plan
         return _result(
             request,
             None,
             Outcome.FAILED,
             KubeConflict.code,
-            f"the Deployment kept changing; gave up after {self._attempts} attempts",
+            f"the Deployment kept changing; gave up after {self._attempts} attempts; "
+            "nothing was written",
         )
 
     def _plan(
         self, request: RollbackRequest, deployment: Obj, replicasets: list[Obj]
     ) -> Plan | Skip:
-        state = read_state(deployment["metadata"].get("annotations") or {})
+        state = deployment_state(deployment, replicasets)
         plan = plan_rollback(
             deployment,
             replicasets,
@@ -203,19 +251,44 @@ class RollbackExecutor:
             value=request.value,
             threshold=request.threshold,
             dry_run=request.dry_run,
+            op=request.op,
+            from_images=plan.from_revision.images,
+            to_images=plan.to_revision.images,
+            manual=request.manual,
+            note=request.note,
+            by=request.by,
         )
         annotations = after_rollback(
             state, record, now=now, cooldown=self._settings.cooldown, automatic=not request.manual
         )
-        return plan.with_annotations(annotations)
+        # What was already said rides along, so a new leader after a crash says only the rest.
+        annotations[MESSAGES] = format_messages(request.incident, self._delivered(request.incident))
+        return replace(plan.with_annotations(annotations), record_at=record.at)
 
     async def _verify(self, request: RollbackRequest, plan: Plan) -> RollbackResult:
         wait = self._settings.wait_for_rollout.total_seconds()
         if wait <= 0:
-            return _result(request, plan, Outcome.SUCCEEDED, "ok", f"rolled back {_summary(plan)}")
-        final = await self._watcher.wait_deployment(
-            plan.namespace, plan.name, lambda d: rollout_status(d).done, wait
-        )
+            return _result(
+                request,
+                plan,
+                Outcome.SUCCEEDED,
+                "ok",
+                f"rolled back {_summary(plan)}",
+                written=True,
+            )
+        try:
+            final = await self._watcher.wait_deployment(
+                plan.namespace, plan.name, lambda d: rollout_status(d).done, wait
+            )
+        except KubeError as exc:
+            return _result(
+                request,
+                plan,
+                Outcome.FAILED,
+                exc.code,
+                f"rolled back {_summary(plan)}, but its rollout could not be followed: {exc}",
+                written=True,
+            )
         status = rollout_status(final)
         if status.done and not status.failed:
             return _result(
@@ -224,10 +297,13 @@ class RollbackExecutor:
                 Outcome.SUCCEEDED,
                 "ok",
                 f"rolled back {_summary(plan)}; {status.message}",
+                written=True,
             )
         message = f"rolled back {_summary(plan)}, but the rollout did not finish: {status.message}"
         await self._record(final, EVENT_FAILED, request, message, warning=True)
-        return _result(request, plan, Outcome.FAILED, RolloutNotAvailable.code, message)
+        return _result(
+            request, plan, Outcome.FAILED, RolloutNotAvailable.code, message, written=True
+        )
 
     async def _skipped(
         self, request: RollbackRequest, deployment: Obj, reason: str, message: str
@@ -252,6 +328,8 @@ class RollbackExecutor:
             values = f"; rule {request.rule}"
             if request.value is not None:
                 values += f" value {request.value:.4g} threshold {request.threshold}"
+        if request.note:
+            values += f"; reason: {request.note}"
         note = f"incident {request.incident}: {text}{values}"
         try:
             await self._events.record_event(deployment, reason=reason, note=note, warning=warning)
@@ -271,7 +349,13 @@ def _summary(plan: Plan) -> str:
 
 
 def _result(
-    request: RollbackRequest, plan: Plan | None, outcome: Outcome, code: str, message: str
+    request: RollbackRequest,
+    plan: Plan | None,
+    outcome: Outcome,
+    code: str,
+    message: str,
+    *,
+    written: bool = False,
 ) -> RollbackResult:
     if plan is None:
         return RollbackResult(request, outcome, code, message)
@@ -280,6 +364,7 @@ def _result(
         outcome,
         code,
         message,
+        written=written,
         from_revision=plan.from_revision.number,
         to_revision=plan.to_revision.number,
         from_images=plan.from_revision.images,
@@ -287,4 +372,5 @@ def _result(
         from_hash=plan.from_revision.template_hash,
         to_hash=plan.to_revision.template_hash,
         patch=tuple(plan.patch),
+        at=plan.record_at,
     )

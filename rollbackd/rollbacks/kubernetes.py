@@ -39,6 +39,7 @@ from rollbackd.errors import (
     KubeTimeout,
     KubeUnreachable,
 )
+from rollbackd.model import Target
 from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import KubernetesSettings
 
@@ -178,6 +179,22 @@ class KubernetesWorkloads:
         )
         return dict(_json(response))
 
+    async def annotate_deployment(
+        self, namespace: str, name: str, annotations: dict[str, str]
+    ) -> None:
+        """Set annotations with a merge patch: no precondition, the template is untouched."""
+        body = {"metadata": {"annotations": annotations}}
+        await self._call(
+            f"annotate deployment {namespace}/{name}",
+            lambda: self._apps.patch_namespaced_deployment(
+                name,
+                namespace,
+                body,
+                _content_type="application/merge-patch+json",
+                **self._opts(),
+            ),
+        )
+
     async def wait_deployment(
         self, namespace: str, name: str, done: Callable[[Obj], bool], wait_seconds: float
     ) -> Obj:
@@ -295,6 +312,10 @@ class DeploymentCache:
     def all(self) -> list[Obj]:
         with self._lock:
             return list(self._objects.values())
+
+    def manages(self, target: Target) -> bool:
+        """Whether ``target`` is a managed Deployment."""
+        return (target.namespace, target.deployment) in self._objects
 
     def _list(self, namespace: str) -> str:
         selector = self._settings.selector

@@ -20,9 +20,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from rollbackd.decisions.decide import Situation
+from rollbackd.incidents.decide import NoUndo, Situation, Undo
 from rollbackd.model import Target
-from rollbackd.state.annotations import PREFIX, parse_time, read_state
+from rollbackd.state.annotations import PREFIX, DeploymentState, parse_time, state_of
 
 Obj = dict[str, Any]
 
@@ -88,6 +88,7 @@ class Plan:
     to_revision: Revision
     resource_version: str
     patch: list[Obj]
+    record_at: str = ""  # the time of the rollback record riding in the patch
 
     def with_annotations(self, extra: dict[str, str]) -> Plan:
         """The same rollback, also writing ``extra`` annotations in the same patch."""
@@ -268,13 +269,41 @@ def changed_at(history: History, *, observed: datetime | None = None) -> datetim
     return max(known) if known else None
 
 
+def deployment_state(deployment: Obj, replicasets: list[Obj]) -> DeploymentState:
+    """rollbackd's state on ``deployment``, merged with the copies on its ReplicaSets."""
+    copies = [
+        rs["metadata"].get("annotations") or {}
+        for rs in replicasets
+        if _controlled_by(rs, deployment)
+    ]
+    return state_of(deployment["metadata"].get("annotations") or {}, copies)
+
+
 def situation_of(
-    deployment: Obj, replicasets: list[Obj], *, observed_change: datetime | None = None
+    deployment: Obj,
+    replicasets: list[Obj],
+    *,
+    observed_change: datetime | None = None,
+    to_revision: int | None = None,
 ) -> Situation:
-    """What the guards need to know about ``deployment``."""
+    """What the guards need to know about ``deployment``, with the rollback it allows."""
     meta = deployment["metadata"]
     history = rollout_history(deployment, replicasets)
     annotations = meta.get("annotations") or {}
+    state = deployment_state(deployment, replicasets)
+    plan = plan_rollback(
+        deployment, replicasets, known_bad=frozenset(state.bad_templates), to_revision=to_revision
+    )
+    undo: Undo | NoUndo = (
+        NoUndo(str(plan.reason), plan.message)
+        if isinstance(plan, Skip)
+        else Undo(
+            plan.from_revision.number,
+            plan.to_revision.number,
+            plan.from_revision.images,
+            plan.to_revision.images,
+        )
+    )
     return Situation(
         target=Target(meta["namespace"], meta["name"]),
         labels=meta.get("labels") or {},
@@ -282,5 +311,6 @@ def situation_of(
         paused=bool(deployment["spec"].get("paused")),
         current_hash=history.current.template_hash if history.current else "",
         changed_at=changed_at(history, observed=observed_change),
-        state=read_state(annotations),
+        state=state,
+        undo=undo,
     )

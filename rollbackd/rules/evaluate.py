@@ -71,6 +71,9 @@ class RuleEvaluator:
         self._for = rule.for_.total_seconds()
         self._keep = rule.keep_firing_for.total_seconds()
         self._tracks: dict[Target, _Track] = {}
+        # Targets the rule has reported, so that one whose series vanished (a release that
+        # crash-loops stops emitting metrics) is judged by `on_no_data`, not forgotten.
+        self._seen: set[Target] = set()
 
     @property
     def firing(self) -> int:
@@ -85,6 +88,7 @@ class RuleEvaluator:
         traffic: Outcome | None = None,
         quiet: bool = False,
         include: Collection[Target] = (),
+        managed: Callable[[Target], bool] | None = None,
     ) -> list[Verdict]:
         """Judge every target seen now or still held, and advance its state machine.
 
@@ -92,11 +96,21 @@ class RuleEvaluator:
         With ``quiet``, healthy targets with nothing to report (inactive, no transition,
         not breaching) yield no verdict unless named in ``include``: at 10,000 Deployments
         the daemon needs the few that matter, not 10,000 objects per tick.
+
+        Unless ``on_no_data`` is ``ok``, a target seen before and now missing from the
+        result is judged as no data while ``managed`` says it is still managed.
         """
         if isinstance(outcome, PrometheusError):
             targets: Iterable[Target] = list(self._tracks)
         else:
             targets = {*outcome.values, *outcome.ambiguous, *self._tracks}
+            if self.rule.on_no_data != "ok":
+                present = outcome.values.keys() | outcome.ambiguous
+                vanished = self._seen - present
+                gone = {t for t in vanished if managed is not None and not managed(t)}
+                self._seen -= gone
+                self._seen |= present
+                targets |= vanished - gone
         verdicts = []
         tracks = self._tracks
         for target in targets:

@@ -18,14 +18,13 @@ import gc
 import signal
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 import httpx
 import structlog
 
 from rollbackd.errors import ConfigError
-from rollbackd.model import Target, Verdict
+from rollbackd.model import Verdict
 from rollbackd.notifications.dingtalk import sender_for
 from rollbackd.notifications.outbox import Notifications, Outbox
 from rollbackd.notifications.render import Renderer
@@ -33,7 +32,7 @@ from rollbackd.rollbacks.execute import RollbackExecutor
 from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads, api_client
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
-from rollbackd.runtime.incidents import IncidentManager, OpenIncident
+from rollbackd.runtime.incidents import IncidentRunner, with_breach_starts
 from rollbackd.runtime.leader import LeaderElector
 from rollbackd.runtime.logs import configure_logging, get_logger
 from rollbackd.runtime.scheduler import EvaluationScheduler
@@ -41,6 +40,7 @@ from rollbackd.runtime.server import HttpServer, WebhookIntake, build_app
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import Settings, load_settings
 from rollbackd.signals.prometheus import PrometheusSource
+from rollbackd.state.changes import ChangeTimes
 
 log = get_logger(__name__)
 
@@ -66,7 +66,7 @@ class Daemon:
         self.clock = SystemClock()
         self.telemetry = Telemetry()
         self.stop = asyncio.Event()
-        self._observed: dict[tuple[str, str], datetime] = {}
+        self.changes = ChangeTimes()
         api = api_client(settings.kubernetes)
         self.workloads = KubernetesWorkloads(api)
         self.cache = DeploymentCache(api, settings.kubernetes, on_change=self._observe)
@@ -76,9 +76,8 @@ class Daemon:
         self._shutting_down = False
         self.outboxes: dict[str, Outbox] = {}
         self.http_client: httpx.AsyncClient | None = None
-        self.open_incidents: dict[Target, OpenIncident] = {}  # survives reloads
-        self.rollback_tasks: set[asyncio.Task[None]] = set()  # so does the rollback in flight
-        self._built = False
+        self.incidents: IncidentRunner | None = None  # built once; survives reloads
+        self.runner: RuleRunner | None = None
 
     def _forced(self, settings: Settings) -> Settings:
         if not self.force_dry_run:
@@ -89,19 +88,18 @@ class Daemon:
     # --- wiring -------------------------------------------------------------------------------
 
     def _observe(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        """Remember when a managed Deployment's template changed (the watch thread calls it)."""
-        if (
-            old is not None
-            and new is not None
-            and (old["spec"].get("template") != new["spec"].get("template"))
-        ):
-            meta = new["metadata"]
-            self._observed[(meta["namespace"], meta["name"])] = self.clock.now().wall
+        """The watch thread's view of a change: template change times, new records."""
+        self.changes.observe(old, new, now=self.clock.now().wall)
+        if self.incidents is not None:
+            self.incidents.observe(old, new)
+
+    def _delivered(self, incident: str) -> tuple[str, ...]:
+        return self.incidents.said(incident) if self.incidents is not None else ()
 
     def _leadership(self, leading: bool) -> None:
         self.telemetry.leader.set(1 if leading else 0)
-        if leading and self._built:
-            self.incidents.adopt_recent_rollbacks()
+        if not leading and self.incidents is not None:  # drop the acting set at once
+            self._spawn(self.incidents.lead(False), "leadership-lost")
 
     def is_leader(self) -> bool:
         if not self.settings.leader_election.enabled:
@@ -141,34 +139,56 @@ class Daemon:
             settings=settings.rollback,
             wall_clock=lambda: self.clock.now().wall,
             may_write=self.is_leader,
+            delivered=self._delivered,
         )
-        self.incidents = IncidentManager(
-            settings,
-            deployments=self.cache,
-            workloads=self.workloads,
-            executor=self.executor,
-            notifications=self.notifications,
-            telemetry=self.telemetry,
-            clock=self.clock,
-            is_leader=self.is_leader,
-            observed_changes=self._observed,
-            open_incidents=self.open_incidents,
-            tasks=self.rollback_tasks,
-        )
+        if self.incidents is None:
+            self.incidents = IncidentRunner(
+                settings,
+                deployments=self.cache,
+                workloads=self.workloads,
+                events=self.workloads,
+                executor=self.executor,
+                notifications=self.notifications,
+                telemetry=self.telemetry,
+                clock=self.clock,
+                changes=self.changes,
+                is_leader=self.is_leader,
+            )
+        else:
+            self.incidents.reconfigure(
+                settings, executor=self.executor, notifications=self.notifications
+            )
+        self.notifications.on_delivered = self.incidents.delivered
         runner = RuleRunner(
-            settings.rules, source=self.source, clock=self.clock, telemetry=self.telemetry
+            settings.rules,
+            source=self.source,
+            clock=self.clock,
+            telemetry=self.telemetry,
+            previous=self.runner,  # unchanged rules keep their hold windows
         )
         # Only Deployments with something to say, and those with open incidents, get verdicts.
-        runner.focus = self.open_incidents.keys
+        runner.focus = self.incidents.open_targets
+        runner.managed = self.cache.manages
         self.runner = runner
         self.scheduler = EvaluationScheduler(
             self.runner, sink=self._sink, telemetry=self.telemetry, active=self.ready
         )
-        self._built = True
 
     async def _sink(self, verdicts: list[Verdict]) -> None:
-        if self.ready():
+        """Verdicts into the incident core, once this replica leads with a synced cache."""
+        assert self.incidents is not None
+        leading = self.ready()
+        if leading != self.incidents.state.leading:
+            await self.incidents.lead(leading)  # a new leader adopts before it judges
+        if leading:
             await self.incidents.handle(verdicts)
+
+    async def _alert_sink(self, verdicts: list[Verdict]) -> None:
+        await self._sink(
+            await with_breach_starts(
+                verdicts, source=self.source, settings=self.settings.alertmanager
+            )
+        )
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=name))
@@ -207,7 +227,7 @@ class Daemon:
                     settings.alertmanager,
                     clock=self.clock,
                     telemetry=self.telemetry,
-                    sink=self._sink,
+                    sink=self._alert_sink,
                 )
                 self._spawn(intake.run(), "webhook-intake")
             app = build_app(
@@ -228,9 +248,11 @@ class Daemon:
         return EXIT_OK
 
     async def _run_once(self) -> int:
+        assert self.incidents is not None
+        assert self.runner is not None
         await _until(lambda: self.cache.synced, 30)
         verdicts = await self.runner.run()
-        await self.incidents.handle(verdicts)
+        await self._sink(verdicts)
         await self.incidents.idle(self.settings.rollback.wait_for_rollout.total_seconds() + 30)
         await self.notifications.drain(SHUTDOWN_STEP_SECONDS)
         self.cache.stop()
@@ -243,6 +265,7 @@ class Daemon:
         self._shutting_down = True  # not ready: the Service stops sending webhooks here
         await _bounded(self.http.stop(), "stop_listener")
         self.scheduler.shutdown()
+        assert self.incidents is not None
         await self.incidents.idle(SHUTDOWN_STEP_SECONDS * 3)
         await self.notifications.drain(SHUTDOWN_STEP_SECONDS)
         await self.leader.release()

@@ -45,15 +45,27 @@ class RuleRunner:
         source: MetricsSource,
         clock: Clock,
         telemetry: Telemetry,
+        previous: RuleRunner | None = None,
     ) -> None:
         self.rules = list(rules)
         self._source = source
         self._clock = clock
         self._telemetry = telemetry
-        self._evaluators = {rule.name: RuleEvaluator(rule) for rule in self.rules}
+        kept: dict[str, RuleEvaluator] = previous._evaluators if previous is not None else {}
+        # A reload keeps the hold windows of every rule it did not change.
+        self._evaluators: dict[str, RuleEvaluator] = {
+            rule.name: (
+                kept[rule.name]
+                if rule.name in kept and kept[rule.name].rule == rule
+                else RuleEvaluator(rule)
+            )
+            for rule in self.rules
+        }
         self._outages: dict[str, _Outage] = {}
         self.focus: Callable[[], Collection[Target]] | None = None
         """When set, only targets worth reporting yield verdicts (plus these targets)."""
+        self.managed: Callable[[Target], bool] | None = None
+        """Whether a target is still managed, for targets whose series vanished."""
         self.failures: dict[str, PrometheusError] = {}
         """The failure of each rule's latest evaluation, for rules whose query failed."""
 
@@ -88,6 +100,7 @@ class RuleRunner:
             traffic=traffic[0] if traffic else None,
             quiet=self.focus is not None,
             include=self.focus() if self.focus is not None else (),
+            managed=self.managed,
         )
 
         failure = next((o for o in (outcome, *traffic) if isinstance(o, PrometheusError)), None)

@@ -1,46 +1,54 @@
-"""Incidents: from a firing verdict to a recovered (or escalated) Deployment, one id throughout.
+"""The incident shell: feeds the pure core (``incidents/lifecycle.py``) and carries out its
+effects. It decides nothing.
 
-::
+Events go through ``submit`` one at a time, in order. Effects that need the cluster (reading
+a workload for a decision, a rollback, an Event, the delivery record) run as tasks whose
+results come back as events, so a rollout that takes minutes never holds up evaluation,
+and the core sees every result in a definite order: the budget is reserved before a
+rollback starts, however many fire in the same tick.
 
-    firing verdict --decide--> skip (not managed / opted out): counted, nothing said
-                          \\--> notify: breach + skipped (with the reason), then recovered
-                           \\-> rollback: breach, rollback_started, rollback_succeeded|failed,
-                                then verifying for ``verify_window``: recovered, or escalated
-                                (no further automatic action)
-
-One incident per Deployment at a time; every rule or alert firing for it joins it.
-Rollbacks run as tasks, so a rollout that takes minutes never holds up evaluation.
-A new leader adopts the incident of a Deployment that rollbackd rolled back recently (read
-from ``rollbackd.io/last-rollback``), so it finishes that incident's messages without
-rolling back again.
+Messages delivered for an incident whose rollback was written are recorded on the workload
+(``rollbackd.io/messages``), so a new leader sends only the missing ones.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+import contextlib
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Coroutine, Iterable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
 
-from rollbackd.decisions.decide import Action, Decision, budget_used, decide
-from rollbackd.errors import RollbackdError
-from rollbackd.model import Event, Incident, RuleState, Target, Transition, Verdict, new_incident_id
+from rollbackd.errors import KubeError, PrometheusError, RollbackdError, all_error_classes
+from rollbackd.incidents import lifecycle as core
+from rollbackd.model import Incident, RuleState, Target, Verdict
 from rollbackd.notifications.render import graph_url
-from rollbackd.ports import Clock, Workloads
+from rollbackd.ports import Clock, EventRecorder, MetricsSource, Workloads
 from rollbackd.rollbacks.execute import Outcome, RollbackExecutor, RollbackRequest, RollbackResult
 from rollbackd.rollbacks.plan import selector_of, situation_of
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
-from rollbackd.settings import Settings
-from rollbackd.state.annotations import parse_time, read_state
+from rollbackd.settings import AlertmanagerSettings, Settings
+from rollbackd.state.annotations import (
+    LAST_ROLLBACK,
+    MESSAGES,
+    RECENT_ROLLBACKS,
+    format_messages,
+    parse_messages,
+    read_state,
+)
+from rollbackd.state.changes import ChangeTimes
 
 log = get_logger(__name__)
 
 Obj = dict[str, Any]
+TRANSIENT_CODES = frozenset(cls.code for cls in all_error_classes() if cls.transient)
+MAX_TRACKED = 1000
 
 
 class DeploymentView(Protocol):
@@ -55,18 +63,26 @@ class Notify(Protocol):
     def notify(self, incident: Incident) -> list[str]: ...
 
 
-@dataclass
-class OpenIncident:
-    id: str
-    target: Target
-    verdict: Verdict
-    phase: str  # deciding | rolling_back | verifying | notified | escalated
-    verify_until: datetime | None = None
-    facts: Incident | None = None  # the latest message's facts, reused for later events
+EPOCH = secrets.token_hex(4)  # this process's start, for incident ids
 
 
-class IncidentManager:
-    """Turns verdicts into decisions, rollbacks and messages."""
+def core_config(settings: Settings) -> core.Config:
+    """What the core needs of ``settings``."""
+    base = settings.prometheus.external_url or settings.prometheus.url
+    election = settings.leader_election
+    return core.Config(
+        kube=settings.kubernetes,
+        rollback=settings.rollback,
+        installation=f"{election.namespace}/{election.lease_name}",
+        rules=frozenset(rule.name for rule in settings.rules),
+        graph_urls={rule.name: graph_url(base, rule.expr) for rule in settings.rules},
+        epoch=EPOCH,
+        warmup=max((rule.interval for rule in settings.rules), default=timedelta(0)),
+    )
+
+
+class IncidentRunner:
+    """Runs the incident core against the cluster, the outboxes and the clock."""
 
     def __init__(
         self,
@@ -74,182 +90,197 @@ class IncidentManager:
         *,
         deployments: DeploymentView,
         workloads: Workloads,
+        events: EventRecorder,
         executor: RollbackExecutor,
         notifications: Notify,
         telemetry: Telemetry,
         clock: Clock,
+        changes: ChangeTimes,
         is_leader: Callable[[], bool] = lambda: True,
-        observed_changes: dict[tuple[str, str], datetime] | None = None,
-        open_incidents: dict[Target, OpenIncident] | None = None,
-        tasks: set[asyncio.Task[None]] | None = None,
     ) -> None:
-        self.settings = settings
+        self.state = core.initial(core_config(settings))
         self._deployments = deployments
         self._workloads = workloads
-        self._executor = executor
-        self._notifications = notifications
+        self._events = events
+        self.notifications = notifications
         self._telemetry = telemetry
         self._clock = clock
+        self._changes = changes
         self._is_leader = is_leader
-        self._observed = observed_changes if observed_changes is not None else {}
-        self.open: dict[Target, OpenIncident] = {} if open_incidents is None else open_incidents
-        # Shared with the daemon, so a reload's new manager still waits for these rollbacks.
-        self._tasks: set[asyncio.Task[None]] = set() if tasks is None else tasks
-        self._prometheus_url = settings.prometheus.external_url or settings.prometheus.url
-        self._exprs = {rule.name: rule.expr for rule in settings.rules}
+        self.executor = executor
+        self._lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._said: OrderedDict[str, list[str]] = OrderedDict()  # incident -> delivered events
+        self._written: OrderedDict[str, Target] = OrderedDict()  # incidents with a rollback
+        self._record_lock = asyncio.Lock()
+        self.touched: set[Target] = set()  # workloads whose rollback record changed
+
+    @property
+    def open(self) -> dict[Target, core.Case]:
+        return dict(self.state.cases)
+
+    def open_targets(self) -> Collection[Target]:
+        """Workloads with an open incident: the evaluation reports them even when healthy."""
+        return self.state.cases.keys()
 
     def _now(self) -> datetime:
         return self._clock.now().wall
 
-    # --- intake ---------------------------------------------------------------------------
+    # --- intake ------------------------------------------------------------------------
+
+    async def submit(self, event: core.Input) -> None:
+        """Step the core with ``event`` and carry out what it says."""
+        async with self._lock:
+            self.state, effects = core.step(self.state, event, self._now())
+        for effect in effects:
+            self._perform(effect)
 
     async def handle(self, verdicts: list[Verdict]) -> None:
-        """Act on one batch of verdicts (an evaluation cycle, or one webhook payload)."""
-        by_target: dict[Target, list[Verdict]] = {}
-        for verdict in verdicts:
-            by_target.setdefault(verdict.target, []).append(verdict)
-        for target, batch in by_target.items():
-            incident = self.open.get(target)
-            firing = [v for v in batch if v.state is RuleState.FIRING]
-            if incident is None:
-                if firing:
-                    await self._open(firing[0])
-            elif incident.phase in ("verifying", "notified", "escalated") and _recovered(batch):
-                self._close(incident, batch)
-        self._check_deadlines()
+        """One batch of verdicts (one evaluation cycle, or one webhook payload)."""
+        await self.submit(core.Signals(tuple(verdicts)))
+        if self.touched:
+            await self.adopt(self._take_touched())
 
-    def adopt_recent_rollbacks(self) -> int:
-        """Take over incidents a previous leader rolled back and had not finished."""
-        window = self.settings.rollback.verify_window
-        now, adopted = self._now(), 0
-        for deployment in self._deployments.all():
+    def reconfigure(
+        self, settings: Settings, *, executor: RollbackExecutor, notifications: Notify
+    ) -> None:
+        """A reload: the open incidents and their picture carry over."""
+        self.executor, self.notifications = executor, notifications
+        self.state, _ = core.step(self.state, core.Reconfigured(core_config(settings)), self._now())
+
+    async def lead(self, leading: bool) -> None:
+        """Leadership changed; a new leader adopts the open incidents from the records."""
+        await self.submit(core.Leadership(leading))
+        if leading:
+            await self.adopt(self._deployments.all())
+
+    async def adopt(self, deployments: Iterable[Obj]) -> int:
+        records = []
+        for deployment in deployments:
             meta = deployment["metadata"]
-            last = read_state(meta.get("annotations") or {}).last_rollback
-            if last is None or last.dry_run:
+            annotations = meta.get("annotations") or {}
+            last = read_state(annotations).last_rollback
+            if last is None:
                 continue
-            at = parse_time(last.at)
+            incident, said = parse_messages(annotations.get(MESSAGES, ""))
             target = Target(meta["namespace"], meta["name"])
-            if at is None or now - at > window or target in self.open:
-                continue
-            facts = Incident(
-                id=last.incident,
-                event=Event.ROLLBACK_SUCCEEDED,
-                target=target,
-                rule=last.rule,
-                value=last.value,
-                threshold=last.threshold,
-                from_revision=last.from_revision,
-                to_revision=last.to_revision,
-            )
-            verdict = Verdict(
-                rule=last.rule,
-                target=target,
-                value=last.value,
-                op="",
-                threshold=last.threshold or 0.0,
-                state=RuleState.FIRING,
-                since=self._clock.now(),
-            )
-            self.open[target] = OpenIncident(
-                last.incident, target, verdict, "verifying", at + window, facts
-            )
-            adopted += 1
-            log.info("incident_adopted", incident_id=last.incident, target=str(target))
-        return adopted
+            records.append(core.Record(target, last, said if incident == last.incident else ()))
+        before = set(self.state.cases)
+        await self.submit(core.Adopt(tuple(records)))
+        adopted = [t for t in self.state.cases if t not in before]
+        for target in adopted:
+            case = self.state.cases[target]
+            self._track_written(case.id, target)
+            log.info("incident_adopted", incident_id=case.id, target=str(target))
+        return len(adopted)
+
+    def observe(self, old: Obj | None, new: Obj | None) -> None:
+        """The watch saw a change (called from the watch thread): note new records."""
+        if new is None:
+            return
+        before = ((old or {}).get("metadata") or {}).get("annotations") or {}
+        after = new["metadata"].get("annotations") or {}
+        if before.get(LAST_ROLLBACK) != after.get(LAST_ROLLBACK):
+            self.touched.add(Target(new["metadata"]["namespace"], new["metadata"]["name"]))
+
+    def _take_touched(self) -> list[Obj]:
+        touched, self.touched = self.touched, set()
+        found = (self._deployments.get(*target) for target in touched)
+        return [d for d in found if d is not None]
 
     async def idle(self, deadline: float) -> bool:
-        """Wait for running rollbacks to finish, at most ``deadline`` seconds."""
-        if not self._tasks:
-            return True
-        _, pending = await asyncio.wait(set(self._tasks), timeout=deadline)
-        return not pending
+        """Wait for running rollbacks and reads to finish, at most ``deadline`` seconds."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline
+        while self._tasks:
+            left = end - loop.time()
+            if left <= 0:
+                return False
+            await asyncio.wait(set(self._tasks), timeout=left)
+        return True
 
-    # --- steps ------------------------------------------------------------------------------
+    # --- effects -----------------------------------------------------------------------
 
-    async def _open(self, verdict: Verdict) -> None:
-        target = verdict.target
+    def _perform(self, effect: core.Effect) -> None:
+        match effect:
+            case core.Assess(target, incident):
+                self._spawn(self._assess(target, incident))
+            case core.StartRollback():
+                self._spawn(self._roll_back(effect))
+            case core.Say(facts):
+                self._say(facts)
+            case core.Note():
+                self._spawn(self._note(effect))
+            case core.Decided(target, incident, decision):
+                self._telemetry.decisions.labels(str(decision.action), str(decision.reason)).inc()
+                with _bound(target, incident):
+                    log.info(
+                        "decision",
+                        decision=str(decision.action),
+                        reason=str(decision.reason),
+                        message=decision.message,
+                        dry_run=decision.dry_run,
+                    )
+            case core.Closed(target, incident, phase):
+                with _bound(target, incident):
+                    log.info("incident_closed", target=str(target), phase=str(phase))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _assess(self, target: Target, incident: str) -> None:
         deployment = self._deployments.get(*target)
-        if deployment is None:  # not managed: not in the cache of opted-in Deployments
-            self._telemetry.decisions.labels("skip", "not_opted_in").inc()
+        if deployment is None:  # not managed: not in the cache of opted-in workloads
+            await self.submit(core.Assessed(target, incident, None))
             return
-        incident = OpenIncident(new_incident_id(self._now()), target, verdict, "deciding")
-        self.open[target] = incident
-        with structlog.contextvars.bound_contextvars(
-            incident_id=incident.id,
-            namespace=target.namespace,
-            deployment=target.deployment,
-            rule=verdict.rule,
-        ):
-            try:
-                decision, situation_hash = await self._decide(deployment, verdict)
-            except RollbackdError as exc:
-                log.error("decision_failed", code=exc.code, error=exc.message)
-                del self.open[target]
-                return
-            self._telemetry.decisions.labels(str(decision.action), str(decision.reason)).inc()
-            log.info(
-                "decision",
-                decision=str(decision.action),
-                reason=str(decision.reason),
-                message=decision.message,
-                dry_run=decision.dry_run,
+        try:
+            replicasets = await self._workloads.list_replicasets(
+                target.namespace, selector_of(deployment)
             )
-            if decision.action is Action.SKIP:
-                del self.open[target]
-                return
-            incident.facts = self._facts(incident, Event.BREACH, decision)
-            self._say(incident.facts)
-            if decision.action is Action.NOTIFY:
-                incident.phase = "notified"
-                self._say(replace(incident.facts, event=Event.SKIPPED))
-                return
-            incident.phase = "rolling_back"
-            self._say(replace(incident.facts, event=Event.ROLLBACK_STARTED))
-            task = asyncio.create_task(self._rollback(incident, decision, situation_hash))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _decide(self, deployment: Obj, verdict: Verdict) -> tuple[Decision, str]:
-        meta = deployment["metadata"]
-        replicasets = await self._workloads.list_replicasets(
-            meta["namespace"], selector_of(deployment)
+        except KubeError as exc:
+            with _bound(target, incident):
+                log.warning("assessment_failed", code=exc.code, error=exc.message)
+            await self.submit(
+                core.Assessed(target, incident, None, error_code=exc.code, error=exc.message)
+            )
+            return
+        situation = situation_of(
+            deployment, replicasets, observed_change=self._changes.changed_at(deployment)
         )
-        observed = self._observed.get((meta["namespace"], meta["name"]))
-        situation = situation_of(deployment, replicasets, observed_change=observed)
-        now = self._now()
-        states = [
-            read_state(d["metadata"].get("annotations") or {}) for d in self._deployments.all()
-        ]
-        decision = decide(
-            situation,
-            breach_since=verdict.began or verdict.since.wall,
-            action=verdict.action,
-            kube=self.settings.kubernetes,
-            rollback=self.settings.rollback,
-            budget_used=budget_used(states, now=now, per=self.settings.rollback.budget.per),
-            now=now,
-        )
-        return decision, situation.current_hash
+        if situation.state.problems:
+            with _bound(target, incident):
+                log.error("state_unreadable", problems=list(situation.state.problems))
+        await self.submit(core.Assessed(target, incident, situation, self._recent()))
 
-    async def _rollback(self, incident: OpenIncident, decision: Decision, expected: str) -> None:
-        verdict = incident.verdict
+    def _recent(self) -> frozenset[tuple[Target, str]]:
+        """Every automatic rollback recorded on the managed workloads, for the budget."""
+        found: set[tuple[Target, str]] = set()
+        for deployment in self._deployments.all():
+            meta = deployment["metadata"]
+            text = (meta.get("annotations") or {}).get(RECENT_ROLLBACKS)
+            if text:
+                target = Target(meta["namespace"], meta["name"])
+                found.update((target, at) for at in text.split(",") if at)
+        return frozenset(found)
+
+    async def _roll_back(self, start: core.StartRollback) -> None:
+        config = self.state.config
         request = RollbackRequest(
-            target=incident.target,
-            incident=incident.id,
-            rule=verdict.rule,
-            value=verdict.value,
-            threshold=verdict.threshold if verdict.source == "prometheus" else None,
-            dry_run=decision.dry_run,
-            expected_hash=expected,
+            target=start.target,
+            incident=start.incident,
+            rule=start.rule,
+            value=start.value,
+            threshold=start.threshold,
+            op=start.op,
+            dry_run=start.dry_run,
+            expected_hash=start.expected_hash,
+            by=config.installation,
         )
-
-        async def redecide(deployment: Obj) -> Decision:
-            again, _ = await self._decide(deployment, verdict)
-            return again
-
-        with structlog.contextvars.bound_contextvars(incident_id=incident.id):
+        with _bound(start.target, start.incident):
             try:
-                result = await self._executor.execute(request, redecide=redecide)
+                result = await self.executor.execute(request)
             except RollbackdError as exc:
                 result = RollbackResult(request, Outcome.FAILED, exc.code, exc.message)
             self._telemetry.rollbacks.labels(str(result.outcome)).inc()
@@ -260,95 +291,134 @@ class IncidentManager:
                 code=result.code,
                 message=result.message,
                 seconds=result.seconds,
+                written=result.written,
             )
-        facts = replace(
-            incident.facts or self._facts(incident, Event.BREACH, decision),
-            from_revision=result.from_revision,
-            to_revision=result.to_revision,
-            from_images=result.from_images,
-            to_images=result.to_images,
-            reason=result.message,
-            reason_code=result.code,
-            dry_run=result.outcome is Outcome.DRY_RUN,
+        if result.written:  # the patch carried what was delivered; later writes the rest
+            self._track_written(start.incident, start.target)
+        await self.submit(
+            core.RolledBack(
+                target=start.target,
+                incident=start.incident,
+                outcome=str(result.outcome),
+                code=result.code,
+                message=result.message,
+                written=result.written,
+                transient=result.code in TRANSIENT_CODES,
+                at=result.at,
+                from_revision=result.from_revision,
+                to_revision=result.to_revision,
+                from_images=result.from_images,
+                to_images=result.to_images,
+            )
         )
-        incident.facts = facts
-        if result.outcome in (Outcome.SUCCEEDED, Outcome.DRY_RUN):
-            self._say(replace(facts, event=Event.ROLLBACK_SUCCEEDED))
-            incident.phase = "verifying"
-            incident.verify_until = self._now() + self.settings.rollback.verify_window
-        elif result.outcome is Outcome.SKIPPED:
-            self._say(replace(facts, event=Event.SKIPPED))
-            incident.phase = "notified"
-        else:
-            self._say(replace(facts, event=Event.ROLLBACK_FAILED))
-            incident.phase = "escalated"  # a person must act; watch for recovery only
+        if result.written:
+            await self._write_record(start.incident)
 
-    def _close(self, incident: OpenIncident, batch: list[Verdict]) -> None:
-        note = next((v.note for v in batch if v.note), "")
-        facts = incident.facts or Incident(incident.id, Event.RECOVERED, incident.target)
-        self._say(replace(facts, event=Event.RECOVERED, note=note or facts.note))
-        del self.open[incident.target]
-        log.info("incident_closed", incident_id=incident.id, target=str(incident.target))
-
-    def _check_deadlines(self) -> None:
-        now = self._now()
-        for incident in list(self.open.values()):
-            if (
-                incident.phase == "verifying"
-                and incident.verify_until
-                and now > incident.verify_until
-            ):
-                incident.phase = "escalated"
-                facts = incident.facts or Incident(incident.id, Event.ESCALATED, incident.target)
-                window = self.settings.rollback.verify_window
-                self._say(
-                    replace(
-                        facts,
-                        event=Event.ESCALATED,
-                        reason=f"still breaching {_minutes(window)} after the rollback; "
-                        "no further automatic action",
-                    )
-                )
-
-    # --- messages ---------------------------------------------------------------------------
-
-    def _facts(self, incident: OpenIncident, event: Event, decision: Decision) -> Incident:
-        verdict = incident.verdict
-        expr = self._exprs.get(verdict.rule, "")
-        value = verdict.value
-        return Incident(
-            id=incident.id,
-            event=event,
-            target=incident.target,
-            rule=verdict.rule,
-            value=None if value is None or math.isnan(value) else value,
-            op=verdict.op,
-            threshold=verdict.threshold if verdict.op else None,
-            since=verdict.began or verdict.since.wall,
-            reason=decision.message,
-            reason_code=str(decision.reason),
-            dry_run=decision.dry_run,
-            graph_url=graph_url(self._prometheus_url, expr) if expr else "",
-            labels=dict(verdict.labels),
-        )
-
-    def _say(self, incident: Incident) -> None:
-        if not self._is_leader():
-            log.warning("notification_withheld", reason="not the leader", kind=str(incident.event))
+    async def _note(self, note: core.Note) -> None:
+        deployment = self._deployments.get(*note.target)
+        if deployment is None or not self._is_leader():
             return
-        self._notifications.notify(incident)
+        try:
+            await self._events.record_event(
+                deployment,
+                reason=note.reason,
+                note=f"incident {note.incident}: {note.text}",
+                warning=note.warning,
+            )
+        except KubeError as exc:  # an Event is a courtesy: it never blocks anything
+            log.warning("event_not_recorded", reason=note.reason, code=exc.code)
+
+    def _say(self, facts: Incident) -> None:
+        if not self._is_leader():
+            log.warning("notification_withheld", reason="not the leader", kind=str(facts.event))
+            return
+        self.notifications.notify(facts)
+
+    # --- the delivery record -----------------------------------------------------------
+
+    def said(self, incident: str) -> tuple[str, ...]:
+        """The messages of ``incident`` delivered so far (the rollback patch records them)."""
+        return tuple(self._said.get(incident, ()))
+
+    def delivered(self, incident: str, event: str) -> None:
+        """Every robot is done with this message (the outboxes call it)."""
+        said = self._said.setdefault(incident, [])
+        if event not in said:
+            said.append(event)
+        while len(self._said) > MAX_TRACKED:
+            self._said.popitem(last=False)
+        if incident in self._written:
+            self._spawn(self._write_record(incident))
+
+    def _track_written(self, incident: str, target: Target) -> None:
+        """Deliveries for ``incident`` are recorded on ``target`` from now on."""
+        self._written[incident] = target
+        while len(self._written) > MAX_TRACKED:
+            self._written.popitem(last=False)
+
+    async def _write_record(self, incident: str) -> None:
+        """``rollbackd.io/messages``: what was delivered, for the next leader."""
+        target = self._written.get(incident)
+        if target is None or not self._is_leader():
+            return
+        async with self._record_lock:
+            said = tuple(self._said.get(incident, ()))
+            deployment = self._deployments.get(*target)
+            annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
+            last = read_state(annotations).last_rollback
+            if last is not None and last.incident != incident:
+                return  # a later rollback's record is there now
+            try:
+                await self._workloads.annotate_deployment(
+                    *target, {MESSAGES: format_messages(incident, said)}
+                )
+            except KubeError as exc:
+                log.warning("delivery_record_failed", incident_id=incident, code=exc.code)
 
 
-def _recovered(batch: list[Verdict]) -> bool:
-    """No rule pending or firing for the Deployment, and at least one says it is fine."""
-    breaching = any(v.state in (RuleState.PENDING, RuleState.FIRING) for v in batch)
-    fine = any(v.breaching is False or v.transition is Transition.RESOLVED for v in batch)
-    return fine and not breaching
+async def with_breach_starts(
+    verdicts: list[Verdict], *, source: MetricsSource, settings: AlertmanagerSettings
+) -> list[Verdict]:
+    """Alertmanager verdicts dated from ``ALERTS_FOR_STATE`` (the alert's activeAt).
+
+    ``startsAt`` is when the alert began *firing*; the breach began its rule's ``for``
+    earlier. Prometheus's ``ALERTS_FOR_STATE`` holds the pending start; when it cannot be
+    read, the trigger's ``pending_for`` (already applied) stands, else the start is unknown.
+    """
+    names = {
+        v.labels.get("alertname", "")
+        for v in verdicts
+        if v.source == "alertmanager" and v.state is RuleState.FIRING
+    }
+    starts: dict[tuple[str, Target], datetime] = {}
+    for name in sorted(n for n in names if n):
+        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+        labels = settings.target_labels
+        expr = (
+            f"min by ({labels.namespace}, {labels.deployment}) "
+            f'(ALERTS_FOR_STATE{{alertname="{escaped}"}})'
+        )
+        try:
+            result = await source.query(expr, target_labels=labels)
+        except PrometheusError as exc:
+            log.warning("breach_start_unknown", alertname=name, code=exc.code)
+            continue
+        for target, value in result.values.items():
+            with contextlib.suppress(ValueError, OverflowError, OSError):
+                starts[(name, target)] = datetime.fromtimestamp(value, UTC)
+    if not starts:
+        return verdicts
+    dated = []
+    for verdict in verdicts:
+        began = starts.get((verdict.labels.get("alertname", ""), verdict.target))
+        if began is not None and verdict.state is RuleState.FIRING:
+            dated.append(replace(verdict, began=min(began, verdict.since.wall)))
+        else:
+            dated.append(verdict)
+    return dated
 
 
-def _minutes(value: timedelta) -> str:
-    return (
-        f"{int(value.total_seconds() // 60)}m"
-        if value >= timedelta(minutes=1)
-        else (f"{int(value.total_seconds())}s")
+def _bound(target: Target, incident: str) -> Any:
+    return structlog.contextvars.bound_contextvars(
+        incident_id=incident, namespace=target.namespace, deployment=target.deployment
     )

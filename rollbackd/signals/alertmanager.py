@@ -2,6 +2,8 @@
 
 Prometheus already held an alert for its rule's ``for``, so a firing alert that matches a
 configured trigger is a *firing* verdict for its Deployment; a resolved alert resolves it.
+The breach began before ``startsAt`` by the rule's ``for``: the trigger's ``pending_for``
+dates it here; the daemon asks Prometheus's ``ALERTS_FOR_STATE`` for the exact start.
 A resolved alert does not prove recovery (Alertmanager also resolves alerts that
 Prometheus stopped sending), and the verdict says so.
 
@@ -157,5 +159,7 @@ def _verdict(alert: Alert, target: Target, trigger: Trigger, now: Instant) -> Ve
         labels=dict(alert.labels),
         action=trigger.action,
         note="" if firing else RESOLVED_NOTE,
-        began=began if firing else None,  # Prometheus's startsAt is the pending start
+        # startsAt is when the alert began *firing*; the breach began the rule's `for`
+        # earlier. Without `pending_for` it is unknown here (ALERTS_FOR_STATE may tell).
+        began=began - trigger.pending_for if firing and trigger.pending_for is not None else None,
     )

@@ -9,14 +9,25 @@ so a rollback and its record land together or not at all.
   template hashes, rule, value, threshold, dry_run);
 - ``rollbackd.io/bad-templates``: pod-template-hashes rolled back from, newest last;
 - ``rollbackd.io/cooldown-until``: RFC 3339 UTC time before which no automatic rollback;
-- ``rollbackd.io/recent-rollbacks``: times of the latest rollbacks, for the cluster budget.
+- ``rollbackd.io/recent-rollbacks``: times of the latest rollbacks, for the cluster budget;
+- ``rollbackd.io/messages``: which messages of the latest rollback's incident were delivered
+  (``<incident> <event>,<event>``), so a new leader sends the missing ones, once.
+
+Read fail-closed: anything unreadable is a *problem*, and a Deployment with problems gets no
+automatic rollback (``state_unreadable``). The deployment controller copies these
+annotations onto the current ReplicaSet, and a person's ``kubectl rollout undo`` copies an
+old ReplicaSet's annotations back: ``state_of`` therefore merges every copy, so an old copy
+can never make rollbackd forget a bad template, a cooldown or a rollback it made.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 PREFIX = "rollbackd.io/"
 ENABLED_LABEL = "rollbackd.io/enabled"
@@ -25,6 +36,7 @@ LAST_ROLLBACK = "rollbackd.io/last-rollback"
 BAD_TEMPLATES = "rollbackd.io/bad-templates"
 COOLDOWN_UNTIL = "rollbackd.io/cooldown-until"
 RECENT_ROLLBACKS = "rollbackd.io/recent-rollbacks"
+MESSAGES = "rollbackd.io/messages"
 
 MAX_BAD_TEMPLATES = 20
 MAX_RECENT = 10
@@ -56,6 +68,58 @@ class LastRollback:
     value: float | None
     threshold: float | None
     dry_run: bool = False
+    op: str = ""
+    from_images: tuple[str, ...] = ()
+    to_images: tuple[str, ...] = ()
+    manual: bool = False
+    note: str = ""  # an operator's --reason
+    by: str = ""  # the installation (Lease namespace/name) that made it
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "incident": (str,),
+    "at": (str,),
+    "from_revision": (int,),
+    "to_revision": (int,),
+    "from_hash": (str,),
+    "to_hash": (str,),
+    "rule": (str,),
+    "value": (int, float, type(None)),
+    "threshold": (int, float, type(None)),
+    "dry_run": (bool,),
+    "op": (str,),
+    "from_images": (list,),
+    "to_images": (list,),
+    "manual": (bool,),
+    "note": (str,),
+    "by": (str,),
+}
+_REQUIRED = ("incident", "at", "from_revision", "to_revision", "from_hash", "to_hash")
+_HASH = re.compile(r"^[a-z0-9]{1,20}$")
+
+
+def _last_rollback(text: str) -> LastRollback:
+    """Parse the record strictly: a wrong type is as unreadable as broken JSON."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or any(k not in data for k in _REQUIRED):
+        raise ValueError("not a rollback record")
+    values: dict[str, Any] = {}
+    for f in fields(LastRollback):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if not isinstance(value, _TYPES[f.name]) or (
+            isinstance(value, bool) and bool not in _TYPES[f.name]
+        ):
+            raise ValueError(f"{f.name} has the wrong type")
+        values[f.name] = tuple(str(v) for v in value) if isinstance(value, list) else value
+    if parse_time(values["at"]) is None:
+        raise ValueError("at is not a time")
+    return LastRollback(**values)
+
+
+def _record_time(record: LastRollback) -> datetime:
+    return parse_time(record.at) or datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -76,18 +140,17 @@ class DeploymentState:
 
 
 def read_state(annotations: dict[str, str]) -> DeploymentState:
-    """Read rollbackd's annotations; anything unreadable is reported, never fatal."""
+    """Read rollbackd's annotations; anything unreadable is a problem, never ignored."""
     problems: list[str] = []
     last = None
     if LAST_ROLLBACK in annotations:
         try:
-            data = json.loads(annotations[LAST_ROLLBACK])
-            last = LastRollback(
-                **{k: data[k] for k in LastRollback.__dataclass_fields__ if k in data}
-            )
+            last = _last_rollback(annotations[LAST_ROLLBACK])
         except (ValueError, TypeError):
             problems.append(f"{LAST_ROLLBACK} is not valid JSON of a rollback")
     bad = tuple(h for h in annotations.get(BAD_TEMPLATES, "").split(",") if h)
+    if not all(_HASH.match(h) for h in bad):
+        problems.append(f"{BAD_TEMPLATES} holds something that is not a template hash")
     cooldown = None
     if COOLDOWN_UNTIL in annotations:
         cooldown = parse_time(annotations[COOLDOWN_UNTIL])
@@ -101,6 +164,47 @@ def read_state(annotations: dict[str, str]) -> DeploymentState:
         else:
             recent.append(parsed)
     return DeploymentState(last, bad, cooldown, tuple(recent), tuple(problems))
+
+
+def merge_states(own: DeploymentState, copies: Iterable[DeploymentState]) -> DeploymentState:
+    """The Deployment's state, never older than any copy of it.
+
+    Copies on ReplicaSets are older or equal; one that is newer came back from a person's
+    undo of an older revision, which must not make rollbackd forget what it knew. Copies
+    that cannot be read are ignored: only the Deployment's own problems fail closed.
+    """
+    state = own
+    for copy in copies:
+        if copy.problems:
+            continue
+        records = [s.last_rollback for s in (state, copy) if s.last_rollback is not None]
+        last = max(records, key=_record_time) if records else None
+        cooldown = max(
+            (t for t in (state.cooldown_until, copy.cooldown_until) if t is not None),
+            default=None,
+        )
+        bad = tuple(dict.fromkeys([*copy.bad_templates, *state.bad_templates]))
+        recent = tuple(sorted({*state.recent_rollbacks, *copy.recent_rollbacks}))
+        state = DeploymentState(last, bad, cooldown, recent[-MAX_RECENT:], state.problems)
+    return state
+
+
+def state_of(annotations: dict[str, str], copies: Iterable[dict[str, str]] = ()) -> DeploymentState:
+    """Read the Deployment's state merged with the copies on its ReplicaSets."""
+    own = read_state(annotations)
+    return merge_states(
+        own, (read_state(c) for c in copies if any(k.startswith(PREFIX) for k in c))
+    )
+
+
+def format_messages(incident: str, events: Iterable[str]) -> str:
+    return f"{incident} {','.join(events)}"
+
+
+def parse_messages(text: str) -> tuple[str, tuple[str, ...]]:
+    """``rollbackd.io/messages``: the incident and its delivered events (empty if garbage)."""
+    incident, _, events = text.strip().partition(" ")
+    return incident, tuple(e for e in events.split(",") if e)
 
 
 def after_rollback(

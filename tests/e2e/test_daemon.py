@@ -135,7 +135,8 @@ def test_killed_leader_is_replaced_without_a_second_rollback(box: Sandbox) -> No
 
 def test_restarted_daemon_keeps_cooldown_and_never_repeats(box: Sandbox) -> None:
     """After a rollback and a restart, the bad release deployed again is not rolled back:
-    the cooldown written on the Deployment holds; people are told why."""
+    the record on the Deployment holds (a template rolled back from is not a new change,
+    owner_reapplied, and the cooldown still runs); people are told why."""
     first = start_and_settle(box)[0]
     box.deploy("web", "nginx:2.0")
     assert wait_until(box.rollback_patches, 40)
@@ -147,10 +148,18 @@ def test_restarted_daemon_keeps_cooldown_and_never_repeats(box: Sandbox) -> None
     assert wait_until(lambda: any(t.startswith("Not rolled back") for t in titles(box)), 40)
     assert len(box.rollback_patches()) == 1
     assert box.image("web") == "nginx:2.0"
-    skipped = next(
-        m for m in box.messages() if m["body"]["markdown"]["title"].startswith("Not rolled back")
-    )
-    assert "`cooldown`" in skipped["body"]["markdown"]["text"]
+
+    def skipped() -> list[str]:
+        return [
+            m["body"]["markdown"]["text"]
+            for m in box.messages()
+            if m["body"]["markdown"]["title"].startswith("Not rolled back")
+        ]
+
+    assert "`owner_reapplied`" in skipped()[0]
+    deployment = box.kube.cluster.get("deployments", NAMESPACE, "web")
+    assert deployment is not None
+    assert "rollbackd.io/cooldown-until" in deployment["metadata"]["annotations"]
 
 
 def test_innocent_deployment_in_an_outage_is_only_reported(box: Sandbox) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from rollbackd.decisions.decide import Reason, decide
+from rollbackd.incidents.decide import Reason, decide
 from rollbackd.model import QueryResult, RuleState, Target, Transition
 from rollbackd.rollbacks.plan import situation_of
 from rollbackd.rules.evaluate import RuleEvaluator

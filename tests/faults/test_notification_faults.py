@@ -15,9 +15,10 @@ from rollbackd.notifications.render import Renderer
 from rollbackd.rollbacks.execute import RollbackExecutor
 from rollbackd.rollbacks.kubernetes import KubernetesWorkloads, api_client
 from rollbackd.runtime.clock import SystemClock
-from rollbackd.runtime.incidents import IncidentManager
+from rollbackd.runtime.incidents import IncidentRunner
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import KubernetesSettings, Settings
+from rollbackd.state.changes import ChangeTimes
 from rollbackd.testing.clock import FakeClock
 from rollbackd.testing.dingtalk import FakeDingTalk, Script
 from rollbackd.testing.kube import seed
@@ -64,7 +65,7 @@ def run_incident(kube: Kube, scripts: list[Script]) -> None:
     seed.set_image(kube.api, "demo", "web", "nginx:2.0")
     outbox_clock = FakeClock(start=2_000_000_000)
 
-    async def scenario(robot: FakeDingTalk) -> tuple[float, Outbox, IncidentManager]:
+    async def scenario(robot: FakeDingTalk) -> tuple[float, Outbox, IncidentRunner]:
         url = robot.robot(TOKEN, secret=SECRET)
         now = outbox_clock.wall_seconds()
         for script in scripts:
@@ -109,15 +110,18 @@ def run_incident(kube: Kube, scripts: list[Script]) -> None:
                 settings=settings.rollback,
                 wall_clock=lambda: datetime.now(UTC),
             )
-            incidents = IncidentManager(
+            incidents = IncidentRunner(
                 settings,
                 deployments=Cache(kube),  # type: ignore[arg-type]
                 workloads=workloads,
+                events=workloads,
+                changes=ChangeTimes(),
                 executor=executor,
                 notifications=notifications,
                 telemetry=telemetry,
                 clock=SystemClock(),
             )
+            await incidents.lead(True)
             started = time.monotonic()
             await incidents.handle([firing(Target("demo", "web"))])
             assert await incidents.idle(15)

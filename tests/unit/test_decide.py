@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rollbackd.decisions.decide import Action, Reason, Situation, budget_used, decide
+from rollbackd.incidents.decide import Action, Reason, Situation, budget_used, decide
 from rollbackd.model import Target
 from rollbackd.settings import KubernetesSettings, RollbackSettings
 from rollbackd.state.annotations import (

@@ -10,14 +10,26 @@ not_opted_in           skip         the Deployment is not selected or not in a n
 opted_out              skip         annotation ``rollbackd.io/disabled: "true"``
 notify_only_rule       notify       the rule or trigger says ``action: notify``
 paused                 notify       ``spec.paused``: a person is in the middle of something
+state_unreadable       notify       a ``rollbackd.io/*`` annotation cannot be read: what
+                                    rollbackd remembers is unknown, so it does not act
 already_rolled_back    notify       the current template is rollbackd's own undo: never
                                     undo the undo, at most one rollback per change (an
                                     operator's manual rollback may go further back)
+owner_reapplied        notify       the current template is one rollbackd rolled back
+                                    from, put back by its owner (GitOps, Helm, CI): not a
+                                    new change
+unknown_breach_start   notify       when the breach began is unknown (an alert without
+                                    ``ALERTS_FOR_STATE`` or ``pending_for``)
 change_after_breach    notify       the template changed after the breach began: the change
                                     did not cause it (it may be the fix)
-no_recent_change       notify       no change within ``change_window`` before the breach
+no_recent_change       notify       no change within ``change_window`` before the breach,
+                                    or the change time is unknown
+widespread_breach      notify       more than ``blast_radius.max_targets`` workloads
+                                    breached within ``blast_radius.window``: an outage
 cooldown               notify       ``rollbackd.io/cooldown-until`` is in the future
-budget_exhausted       notify       the cluster used its automatic rollbacks for the period
+                                    (``rollback --force`` passes it)
+budget_exhausted       notify       the cluster used its automatic rollbacks for the period,
+                                    counting rollbacks in flight
 breach_after_change    rollback     every guard passed
 manual                 rollback     an operator asked (change window not required)
 =====================  ===========  ======================================================
@@ -48,13 +60,35 @@ class Reason(StrEnum):
     OPTED_OUT = "opted_out"
     NOTIFY_ONLY_RULE = "notify_only_rule"
     PAUSED = "paused"
+    STATE_UNREADABLE = "state_unreadable"
     ALREADY_ROLLED_BACK = "already_rolled_back"
+    OWNER_REAPPLIED = "owner_reapplied"
+    UNKNOWN_BREACH_START = "unknown_breach_start"
     CHANGE_AFTER_BREACH = "change_after_breach"
     NO_RECENT_CHANGE = "no_recent_change"
+    WIDESPREAD_BREACH = "widespread_breach"
     COOLDOWN = "cooldown"
     BUDGET_EXHAUSTED = "budget_exhausted"
     BREACH_AFTER_CHANGE = "breach_after_change"
     MANUAL = "manual"
+
+
+@dataclass(frozen=True)
+class Undo:
+    """The rollback the objects allow: from the current revision to an older one."""
+
+    from_revision: int
+    to_revision: int
+    from_images: tuple[str, ...] = ()
+    to_images: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NoUndo:
+    """Why the objects allow no rollback (no history, only bad templates, ...)."""
+
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -68,6 +102,7 @@ class Situation:
     current_hash: str  # pod-template-hash of the ReplicaSet holding the current template
     changed_at: datetime | None  # when the current template became current, if known
     state: DeploymentState
+    undo: Undo | NoUndo | None = None  # what a rollback would do now, when planned
 
 
 @dataclass(frozen=True)
@@ -92,15 +127,23 @@ def is_managed(situation: Situation, kube: KubernetesSettings) -> bool:
 def decide(
     situation: Situation,
     *,
-    breach_since: datetime,
+    breach_since: datetime | None,
     action: str,
     kube: KubernetesSettings,
     rollback: RollbackSettings,
     budget_used: int,
     now: datetime,
     manual: bool = False,
+    force: bool = False,
+    breaching_together: int = 0,
 ) -> Decision:
-    """Run the guards in order; the first that objects decides."""
+    """Run the guards in order; the first that objects decides.
+
+    ``budget_used`` counts automatic rollbacks in the period *and* those in flight;
+    ``breaching_together`` counts distinct workloads breaching within the blast-radius
+    window, this one included; ``force`` lets an operator's manual rollback pass the
+    cooldown (the opt-out and the write's precondition still hold).
+    """
 
     def outcome(kind: Action, reason: Reason, message: str) -> Decision:
         dry_run = rollback.dry_run and kind is Action.ROLLBACK
@@ -115,33 +158,21 @@ def decide(
         return outcome(Action.NOTIFY, Reason.NOTIFY_ONLY_RULE, "the signal is set to notify only")
     if situation.paused:
         return outcome(Action.NOTIFY, Reason.PAUSED, f"{target} is paused; not rolling back")
-    last = state.last_rollback
-    own_undo = last is not None and not last.dry_run and last.to_hash == situation.current_hash
-    if own_undo and not manual:
-        assert last is not None
+    if not manual:
+        objection = _memory_guard(situation) or _change_guard(
+            situation, breach_since, rollback.change_window
+        )
+        if objection is not None:
+            return outcome(Action.NOTIFY, *objection)
+    radius = rollback.blast_radius
+    if not manual and breaching_together > radius.max_targets:
         return outcome(
             Action.NOTIFY,
-            Reason.ALREADY_ROLLED_BACK,
-            f"the current template is rollbackd's own rollback ({last.incident}); "
-            "it will not undo its undo",
+            Reason.WIDESPREAD_BREACH,
+            f"{breaching_together} workloads breached within {duration(radius.window)} "
+            f"(more than {radius.max_targets}): an outage, not a bad release",
         )
-    if not manual:
-        window = rollback.change_window
-        changed = situation.changed_at
-        if changed is not None and changed > breach_since:
-            return outcome(
-                Action.NOTIFY,
-                Reason.CHANGE_AFTER_BREACH,
-                f"the template changed at {changed:%H:%M:%S}, after the breach began at "
-                f"{breach_since:%H:%M:%S}: the change did not cause it",
-            )
-        if changed is None or breach_since - changed > window:
-            return outcome(
-                Action.NOTIFY,
-                Reason.NO_RECENT_CHANGE,
-                f"no change within {_duration(window)} before the breach began",
-            )
-    if state.cooling_down(now):
+    if state.cooling_down(now) and not force:
         assert state.cooldown_until is not None
         return outcome(
             Action.NOTIFY,
@@ -152,18 +183,68 @@ def decide(
         return outcome(
             Action.NOTIFY,
             Reason.BUDGET_EXHAUSTED,
-            f"{budget_used} automatic rollbacks in the last {_duration(rollback.budget.per)} "
+            f"{budget_used} automatic rollbacks in the last {duration(rollback.budget.per)} "
             f"(budget {rollback.budget.max})",
         )
     if manual:
         return outcome(Action.ROLLBACK, Reason.MANUAL, "rollback requested by an operator")
+    assert breach_since is not None
+    assert situation.changed_at is not None
     return outcome(
         Action.ROLLBACK,
         Reason.BREACH_AFTER_CHANGE,
-        f"the breach began {_duration(breach_since - situation.changed_at)} after the change"
-        if situation.changed_at
-        else "the breach followed a recent change",
+        f"the breach began {duration(breach_since - situation.changed_at)} after the change",
     )
+
+
+def _memory_guard(situation: Situation) -> tuple[Reason, str] | None:
+    """Invariants 2 and 5: what rollbackd remembers must be readable, and its undo final."""
+    state = situation.state
+    if state.problems:
+        return (
+            Reason.STATE_UNREADABLE,
+            f"rollbackd's state on {situation.target} cannot be read "
+            f"({'; '.join(state.problems)}); not acting on what it does not know",
+        )
+    last = state.last_rollback
+    if last is not None and not last.dry_run and last.to_hash == situation.current_hash:
+        return (
+            Reason.ALREADY_ROLLED_BACK,
+            f"the current template is rollbackd's own rollback ({last.incident}); "
+            "it will not undo its undo",
+        )
+    if situation.current_hash in state.bad_templates:
+        return (
+            Reason.OWNER_REAPPLIED,
+            "the current template is one rollbackd already rolled back from, applied again "
+            "by its owner; not a new change, so not undone again",
+        )
+    return None
+
+
+def _change_guard(
+    situation: Situation, breach_since: datetime | None, window: timedelta
+) -> tuple[Reason, str] | None:
+    """Invariant 1: only a change within ``window`` before the breach began, never after."""
+    if breach_since is None:
+        return (
+            Reason.UNKNOWN_BREACH_START,
+            "when the breach began is unknown (no ALERTS_FOR_STATE and no pending_for); "
+            "a change after it cannot be ruled out",
+        )
+    changed = situation.changed_at
+    if changed is not None and changed > breach_since:
+        return (
+            Reason.CHANGE_AFTER_BREACH,
+            f"the template changed at {changed:%H:%M:%S}, after the breach began at "
+            f"{breach_since:%H:%M:%S}: the change did not cause it",
+        )
+    if changed is None or breach_since - changed > window:
+        return (
+            Reason.NO_RECENT_CHANGE,
+            f"no change within {duration(window)} before the breach began",
+        )
+    return None
 
 
 def budget_used(states: list[DeploymentState], *, now: datetime, per: timedelta) -> int:
@@ -171,7 +252,8 @@ def budget_used(states: list[DeploymentState], *, now: datetime, per: timedelta)
     return sum(state.rollbacks_since(now - per) for state in states)
 
 
-def _duration(value: timedelta) -> str:
+def duration(value: timedelta) -> str:
+    """``1h05m``, ``1m30s``, ``45s``: a span as people read it in messages."""
     seconds = max(0, int(value.total_seconds()))
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
