@@ -49,6 +49,7 @@ class Sandbox:
         echo_messages: bool = False,
         alert_rules: str = "",
         alert_webhook: str = "",
+        alert_token: str = "",
     ) -> None:
         self.folder = folder
         self.kube = KubeApiServer()
@@ -60,6 +61,7 @@ class Sandbox:
         self.errors_by_image: dict[str, float] = {}
         self.errors_since: dict[str, float] = {}  # monotonic time a Deployment began failing
         self.alert_rules, self.alert_webhook = alert_rules, alert_webhook
+        self.alert_token = alert_token
         self.alertmanager: Alertmanager | None = None
         self.daemons: list[subprocess.Popen[bytes]] = []
         self._stop = threading.Event()
@@ -75,7 +77,9 @@ class Sandbox:
         self.kubeconfig.write_text(self.kube.kubeconfig())
         alertmanagers = []
         if self.alert_webhook:
-            self.alertmanager = Alertmanager(webhook_url=self.alert_webhook)
+            self.alertmanager = Alertmanager(
+                webhook_url=self.alert_webhook, bearer_token=self.alert_token
+            )
             self.alertmanager.start()
             alertmanagers.append(self.alertmanager.address)
         rule_files = {"alerts.yml": self.alert_rules} if self.alert_rules else None

@@ -74,9 +74,10 @@ def test_killed_after_deciding_before_patching(box: Sandbox) -> None:
 
 
 def test_killed_after_patching_before_telling(box: Sandbox) -> None:
-    """SIGKILL right after the patch (its record is in the same patch), before the Event and
-    the messages: the restarted process adopts the incident, never rolls back again, and
-    sends its recovery under the same incident id."""
+    """Case 14: SIGKILL right after the patch (its record is in the same patch), before the
+    Event and the messages: the restarted process adopts the incident, never rolls back
+    again, sends the lost "Rolled back" and records its Event, then the recovery, all under
+    the same incident id and none twice."""
     first = start_and_settle(box)[0]
 
     def after_patch(cluster: Cluster) -> None:
@@ -92,6 +93,9 @@ def test_killed_after_patching_before_telling(box: Sandbox) -> None:
     assert "rollbackd.io/last-rollback" in deployment["metadata"]["annotations"]
     start_and_settle(box)
     assert wait_until(lambda: any(t.startswith("Recovered") for t in titles(box)), 40)
+    assert any(t.startswith("Rolled back") for t in titles(box))
+    events = box.kube.cluster.list_objects("events", "shop")
+    assert any(e["reason"] == "RollbackdRollback" for e in events)
     assert applied_rollbacks(box) == 1
     assert len(incident_ids(box)) == 1
     no_message_twice(box)

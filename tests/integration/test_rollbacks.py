@@ -21,7 +21,7 @@ from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads,
 from rollbackd.rollbacks.plan import selector_of, situation_of
 from rollbackd.settings import KubernetesSettings, RollbackSettings
 from rollbackd.state.annotations import read_state
-from rollbackd.testing.kube import Cluster, Hook, seed
+from rollbackd.testing.kube import Cluster, Fault, Hook, seed
 from rollbackd.testing.sandbox import wait_until
 from tests.conftest import Kube
 
@@ -354,3 +354,41 @@ def test_rollback_command_skips_opted_out_and_fails_cleanly(kube: Kube, tmp_path
     assert missing.returncode == 1
     assert "ERR_KUBE_NOT_FOUND" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_case_13_a_verification_failure_after_the_patch_says_it_was_written(
+    kube: Kube,
+) -> None:
+    """Case 13: the patch landed, then following the rollout failed (the API went away):
+    the result says rolled back and written, never "nothing was written"."""
+    three_revisions(kube)
+
+    def api_goes_away(_: Cluster) -> None:
+        kube.server.faults.injected.append(
+            Fault("GET", re.compile("/deployments/web$"), 500, times=1000)
+        )
+
+    kube.server.faults.hooks.append(Hook("PATCH", re.compile("/deployments/web$"), api_goes_away))
+    run, _ = executor(kube)
+    result = asyncio.run(run.execute(request()))
+    kube.server.faults.injected.clear()
+    assert result.outcome is Outcome.FAILED
+    assert result.written
+    assert result.message.startswith("rolled back demo/web from revision 3")
+    assert "nothing was written" not in result.message
+    assert image(kube) == "nginx:2.0"
+
+
+def test_case_18_the_reason_of_a_manual_rollback_is_recorded(kube: Kube) -> None:
+    """Case 18: `rollback --reason TEXT` reaches the Event and the rollback record on the
+    Deployment (from which the leader announces it)."""
+    three_revisions(kube)
+    run, _ = executor(kube)
+    result = asyncio.run(run.execute(request(manual=True, rule="manual", note="bad config")))
+    assert result.outcome is Outcome.SUCCEEDED
+    (event,) = [e for e in events(kube) if e["reason"] == "RollbackdRollback"]
+    assert "reason: bad config" in event["message"]
+    deployment = seed.read(kube.api, "demo", "web")
+    last = read_state(deployment["metadata"]["annotations"]).last_rollback
+    assert last is not None
+    assert (last.note, last.manual) == ("bad config", True)
