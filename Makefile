@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo deps docs bench clean
+.PHONY: test lint demo deps docs bench soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ lint: $(STAMP)
 
 test: $(STAMP) deps lint
 	$(BIN)/pytest
+
+soak: $(STAMP)
+	ROLLBACKD_SOAK_EXAMPLES=50000 $(BIN)/pytest -p no:cacheprovider -s tests/properties
 
 demo: $(STAMP) deps
 	$(BIN)/rollbackd demo

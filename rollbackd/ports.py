@@ -26,6 +26,12 @@ class MetricsSource(Protocol):
         """One instant query; raises ``PrometheusError`` subclasses on failure."""
         ...
 
+    async def query_range(
+        self, expr: str, *, target_labels: TargetLabels, start: float, end: float, step: float
+    ) -> list[tuple[float, QueryResult]]:
+        """A range query (unix seconds) as one ``QueryResult`` per evaluation time."""
+        ...
+
     async def check_syntax(self, expr: str) -> None:
         """Raises ``PrometheusBadQuery`` naming the problem when ``expr`` does not parse."""
         ...

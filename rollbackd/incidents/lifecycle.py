@@ -301,7 +301,9 @@ class _Machine:
         self.config = state.config
         self.leading = state.leading
         self.leading_since = state.leading_since
-        self.picture = {t: dict(rules) for t, rules in state.picture.items()}
+        # Shallow copies: an inner mapping is replaced, never changed (copy on write), so a
+        # step costs what it touches, not the size of the cluster.
+        self.picture: dict[Target, Mapping[str, Verdict]] = dict(state.picture)
         self.breaching_at = dict(state.breaching_at)
         self.cases = dict(state.cases)
         self.reserved = dict(state.reserved)
@@ -338,14 +340,16 @@ class _Machine:
         batch: dict[Target, list[Verdict]] = {}
         for verdict in verdicts:
             batch.setdefault(verdict.target, []).append(verdict)
-            rules = self.picture.setdefault(verdict.target, {})
+            rules = dict(self.picture.get(verdict.target, {}))
             if verdict.state in (RuleState.PENDING, RuleState.FIRING):
                 rules[verdict.rule] = verdict
                 self.breaching_at[verdict.target] = self.now
             else:
                 rules.pop(verdict.rule, None)
-            if not rules:
-                del self.picture[verdict.target]
+            if rules:
+                self.picture[verdict.target] = rules
+            else:
+                self.picture.pop(verdict.target, None)
         for target, seen in batch.items():
             case = self.cases.get(target)
             if case is None:
@@ -674,10 +678,12 @@ class _Machine:
 
     def reconfigure(self, config: Config) -> None:
         self.config = config
-        for target, rules in list(self.picture.items()):
-            for rule in [r for r in rules if r not in config.rules and ":" not in r]:
-                del rules[rule]  # a rule removed by the reload no longer holds anything open
-            if not rules:
+        for target, held in list(self.picture.items()):
+            # A rule removed by the reload no longer holds anything open.
+            rules = {r: v for r, v in held.items() if r in config.rules or v.source != "prometheus"}
+            if rules:
+                self.picture[target] = rules
+            else:
                 del self.picture[target]
 
     # --- time ------------------------------------------------------------------------------

@@ -174,21 +174,38 @@ class Daemon:
             self.runner, sink=self._sink, telemetry=self.telemetry, active=self.ready
         )
 
-    async def _sink(self, verdicts: list[Verdict]) -> None:
-        """Verdicts into the incident core, once this replica leads with a synced cache."""
+    async def _follow_leadership(self) -> bool:
+        """Bring the incident core and the hold windows in line with leadership (leading
+        with a synced cache). True when this replica has just become the leader: its hold
+        windows were seeded from history and it adopted the open incidents."""
         assert self.incidents is not None
+        assert self.runner is not None
         leading = self.ready()
-        if leading != self.incidents.state.leading:
-            await self.incidents.lead(leading)  # a new leader adopts before it judges
+        if leading == self.incidents.state.leading:
+            return False
         if leading:
+            await self.runner.seed()
+        await self.incidents.lead(leading)
+        return leading
+
+    async def _sink(self, verdicts: list[Verdict]) -> None:
+        """An evaluation's verdicts into the incident core, on the leader only."""
+        assert self.incidents is not None
+        if await self._follow_leadership():
+            return  # judged before the hold windows were seeded; the next one counts
+        if self.incidents.state.leading:
             await self.incidents.handle(verdicts)
 
     async def _alert_sink(self, verdicts: list[Verdict]) -> None:
-        await self._sink(
-            await with_breach_starts(
-                verdicts, source=self.source, settings=self.settings.alertmanager
+        """A webhook payload's verdicts, dated from ALERTS_FOR_STATE, on the leader only."""
+        assert self.incidents is not None
+        await self._follow_leadership()
+        if self.incidents.state.leading:
+            await self.incidents.handle(
+                await with_breach_starts(
+                    verdicts, source=self.source, settings=self.settings.alertmanager
+                )
             )
-        )
 
     def _spawn(self, coroutine: Any, name: str) -> None:
         self._tasks.append(asyncio.create_task(coroutine, name=name))
@@ -251,6 +268,7 @@ class Daemon:
         assert self.incidents is not None
         assert self.runner is not None
         await _until(lambda: self.cache.synced, 30)
+        await self._follow_leadership()
         verdicts = await self.runner.run()
         await self._sink(verdicts)
         await self.incidents.idle(self.settings.rollback.wait_for_rollout.total_seconds() + 30)

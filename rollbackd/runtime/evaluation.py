@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import structlog
 
@@ -86,6 +87,56 @@ class RuleRunner:
             seconds=round(time.perf_counter() - started, 4),
         )
         return verdicts
+
+    async def seed(self) -> int:
+        """Replay each rule's last ``for + keep_firing_for`` of history (``query_range``).
+
+        After a restart or a leader change the hold windows are empty; seeded from history,
+        a breach keeps its start instead of beginning again at the failover. A rule whose
+        history cannot be read starts empty (logged), as before. Returns the rules seeded.
+        """
+        now = self._clock.now()
+        end = now.wall.timestamp()
+        seeded = 0
+        for rule in self.rules:
+            span, step = (rule.for_ + rule.keep_firing_for).total_seconds(), rule.interval
+            if span <= 0:
+                continue
+            window = {"start": end - span - step.total_seconds(), "end": end}
+            labels = rule.target_labels
+            try:
+                history = await self._source.query_range(
+                    rule.expr, target_labels=labels, step=step.total_seconds(), **window
+                )
+                traffic = (
+                    dict(
+                        await self._source.query_range(
+                            rule.min_traffic.expr,
+                            target_labels=labels,
+                            step=step.total_seconds(),
+                            **window,
+                        )
+                    )
+                    if rule.min_traffic is not None
+                    else {}
+                )
+            except PrometheusError as exc:
+                log.warning("hold_state_not_seeded", rule=rule.name, code=exc.code)
+                continue
+            evaluator = RuleEvaluator(rule)
+            for stamp, result in history:
+                at = Instant(now.monotonic - (end - stamp), datetime.fromtimestamp(stamp, UTC))
+                evaluator.evaluate(
+                    result,
+                    now=at,
+                    traffic=traffic.get(stamp) if rule.min_traffic is not None else None,
+                    quiet=True,
+                    managed=self.managed,
+                )
+            self._evaluators[rule.name] = evaluator
+            seeded += 1
+        log.info("hold_state_seeded", rules=seeded)
+        return seeded
 
     async def _evaluate(self, rule: RuleSettings, now: Instant) -> tuple[list[Verdict], bool]:
         started = time.perf_counter()

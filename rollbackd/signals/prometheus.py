@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
 import requests
@@ -119,6 +120,38 @@ class PrometheusSource:
         if warnings:
             log.warning("prometheus_warnings", warnings=list(warnings), expr=expr)
         return QueryResult(result.values, result.ignored, result.ambiguous, warnings)
+
+    async def query_range(
+        self, expr: str, *, target_labels: TargetLabels, start: float, end: float, step: float
+    ) -> list[tuple[float, QueryResult]]:
+        """One ``QueryResult`` per step, oldest first (for seeding hold windows)."""
+        series = await self._in_thread(lambda e: self._query_range_sync(e, start, end, step), expr)
+        by_time: dict[float, list[Any]] = {}
+        for item in series:
+            for stamp, value in item.get("values", []):
+                by_time.setdefault(float(stamp), []).append(
+                    {"metric": item.get("metric", {}), "value": [stamp, value]}
+                )
+        return [
+            (stamp, to_query_result(points, target_labels))
+            for stamp, points in sorted(by_time.items())
+        ]
+
+    def _query_range_sync(self, expr: str, start: float, end: float, step: float) -> list[Any]:
+        self._last.response = None
+        try:
+            return list(
+                self._client.custom_query_range(
+                    expr,
+                    start_time=datetime.fromtimestamp(start, UTC),
+                    end_time=datetime.fromtimestamp(end, UTC),
+                    step=f"{max(step, 1.0):g}s",
+                )
+            )
+        except (PrometheusApiClientException, requests.RequestException, KeyError) as exc:
+            raise self._classify(exc) from exc
+        finally:
+            self._last.response = None
 
     async def check_syntax(self, expr: str) -> None:
         await self._in_thread(self._format_query_sync, expr)

@@ -260,3 +260,30 @@ def test_syntax_errors_are_found_at_start_up(prometheus: Prometheus) -> None:
     assert problems[0].startswith("rule 'typo' expr: bad_data:")
     assert "parse error" in problems[0]
     assert problems[0].endswith("[ERR_PROM_BAD_QUERY]")
+
+
+def test_case_9_a_restart_keeps_the_breach_start_from_history(
+    scraped: Prometheus, sample_app: SampleApp
+) -> None:
+    """Case 9: a replica that starts (or becomes leader) while a breach is pending seeds its
+    hold windows from the last `for` of history: the breach keeps its start, and it fires
+    when `for` has passed since then, not since the restart."""
+    set_traffic(sample_app.url, "shop", "web", rps=100, error_ratio=0.5)
+    errors_began = time.time()
+    before, _ = runner_for(scraped, rule(**{"for": "30s"}))
+
+    async def breaching() -> bool:
+        return any(v.state is RuleState.PENDING for v in await before.run())
+
+    deadline = time.monotonic() + 20
+    while not asyncio.run(breaching()):
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    time.sleep(6)  # the process restarts six seconds into the hold window
+    after, _ = runner_for(scraped, rule(**{"for": "30s"}))
+    assert asyncio.run(after.seed()) == 1
+    (verdict,) = [v for v in asyncio.run(after.run()) if v.target == WEB]
+    assert verdict.state is RuleState.PENDING
+    assert verdict.began is not None
+    assert verdict.began.timestamp() <= time.time() - 5
+    assert verdict.began.timestamp() >= errors_began - 2
