@@ -427,3 +427,16 @@ def test_step_leaves_its_input_state_alone() -> None:
     before = (dict(state.cases), dict(state.picture), dict(state.reserved))
     core.step(state, core.Signals((firing(target(0)),)), NOW)
     assert (dict(state.cases), dict(state.picture), dict(state.reserved)) == before
+
+
+def test_a_reload_that_removes_a_rule_lets_its_incident_recover() -> None:
+    """A SIGHUP that removes a rule: what that rule held firing no longer keeps the
+    incident open, so the remaining rules' recovery closes it."""
+    state, effects = run(
+        leader(), [core.Signals((firing(target(0), "errors"), firing(target(0), "latency")))]
+    )
+    state, effects = assess_all(state, effects, changed_at=None)
+    assert target(0) in state.cases
+    fewer = replace(config(), rules=frozenset({"errors"}))
+    state, effects = run(state, [core.Reconfigured(fewer), core.Signals((fine(target(0)),))])
+    assert said(effects) == [Event.RECOVERED]
