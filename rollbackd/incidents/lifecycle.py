@@ -391,9 +391,7 @@ class _Machine:
         """A new incident for ``verdict``; its breach began with the earliest signal held."""
         target = verdict.target
         breach_since = None if began == _UNKNOWN else began
-        self.opened += 1
-        seed = f"{self.config.installation}/{self.config.epoch}/{target}/{self.opened}"
-        incident = new_incident_id(self.now, seed=seed)
+        incident = self.new_id(target)
         facts = Incident(
             id=incident,
             event=Event.BREACH,
@@ -410,6 +408,17 @@ class _Machine:
             incident, target, Phase.ASSESSING, facts, breach_since, verdict.action
         )
         self.effects.append(Assess(target, incident))
+
+    def new_id(self, target: Target) -> str:
+        """An id no open or recently closed incident has: a readable id keeps only 16 bits
+        of its own, so many incidents opened in one second could otherwise share one."""
+        taken = {case.id for case in self.cases.values()} | set(self.closed)
+        while True:
+            self.opened += 1
+            seed = f"{self.config.installation}/{self.config.epoch}/{target}/{self.opened}"
+            incident = new_incident_id(self.now, seed=seed)
+            if incident not in taken:
+                return incident
 
     # --- decisions -------------------------------------------------------------------------
 

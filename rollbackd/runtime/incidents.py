@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Coroutine, Iterable
@@ -113,7 +114,8 @@ class IncidentRunner:
         self._said: OrderedDict[str, list[str]] = OrderedDict()  # incident -> delivered events
         self._written: OrderedDict[str, Target] = OrderedDict()  # incidents with a rollback
         self._record_lock = asyncio.Lock()
-        self.touched: set[Target] = set()  # workloads whose rollback record changed
+        # Workloads whose rollback record changed, handed over from the watch thread.
+        self._touched: queue.SimpleQueue[Target] = queue.SimpleQueue()
 
     @property
     def open(self) -> dict[Target, core.Case]:
@@ -138,8 +140,9 @@ class IncidentRunner:
     async def handle(self, verdicts: list[Verdict]) -> None:
         """One batch of verdicts (one evaluation cycle, or one webhook payload)."""
         await self.submit(core.Signals(tuple(verdicts)))
-        if self.touched:
-            await self.adopt(self._take_touched())
+        touched = self._take_touched()
+        if touched:
+            await self.adopt(touched)
 
     def reconfigure(
         self, settings: Settings, *, executor: RollbackExecutor, notifications: Notify
@@ -181,10 +184,12 @@ class IncidentRunner:
         before = ((old or {}).get("metadata") or {}).get("annotations") or {}
         after = new["metadata"].get("annotations") or {}
         if before.get(LAST_ROLLBACK) != after.get(LAST_ROLLBACK):
-            self.touched.add(Target(new["metadata"]["namespace"], new["metadata"]["name"]))
+            self._touched.put(Target(new["metadata"]["namespace"], new["metadata"]["name"]))
 
     def _take_touched(self) -> list[Obj]:
-        touched, self.touched = self.touched, set()
+        touched: set[Target] = set()
+        while not self._touched.empty():
+            touched.add(self._touched.get_nowait())
         found = (self._deployments.get(*target) for target in touched)
         return [d for d in found if d is not None]
 

@@ -440,3 +440,12 @@ def test_a_reload_that_removes_a_rule_lets_its_incident_recover() -> None:
     fewer = replace(config(), rules=frozenset({"errors"}))
     state, effects = run(state, [core.Reconfigured(fewer), core.Signals((fine(target(0)),))])
     assert said(effects) == [Event.RECOVERED]
+
+
+def test_many_incidents_in_one_second_never_share_an_id() -> None:
+    """An outage opening hundreds of incidents in the same second: every one has its own id
+    (a readable id has only 16 bits of its own; the soak found a collision)."""
+    cfg = config(blast_radius={"max_targets": 1000})
+    _, effects = run(leader(cfg), [core.Signals(tuple(firing(target(i)) for i in range(600)))])
+    ids = [e.incident for e in of(core.Assess, effects)]
+    assert len(ids) == len(set(ids)) == 600
