@@ -53,6 +53,7 @@ RETRY_DELAYS = (15.0, 60.0)
 MAX_CLOSED = 1000
 """Recently closed incident ids kept, so a lagging record is never adopted again."""
 
+# The reasons of rollbackd's Kubernetes Events (the executor records them too).
 EVENT_ROLLBACK = "RollbackdRollback"
 EVENT_FAILED = "RollbackdRollbackFailed"
 EVENT_SKIPPED = "RollbackdSkipped"
@@ -156,10 +157,7 @@ class RolledBack:
     written: bool = False
     transient: bool = False
     at: str = ""  # the record's time, as written on the workload
-    from_revision: int | None = None
-    to_revision: int | None = None
-    from_images: tuple[str, ...] = ()
-    to_images: tuple[str, ...] = ()
+    undo: Undo | None = None  # the revisions it moved between, when it got that far
 
 
 @dataclass(frozen=True)
@@ -279,19 +277,33 @@ def step(state: State, event: Input, now: datetime) -> tuple[State, list[Effect]
 
 def budget_used(state: State, recent: Iterable[tuple[Target, str]], now: datetime) -> int:
     """Automatic rollbacks in the period, recorded or written here, plus those in flight."""
-    since = now - state.config.rollback.budget.per
-    done = {
-        key
-        for key in {*recent, *state.spent}
-        if (at := parse_time(key[1])) is not None and at >= since
-    }
-    return len(done) + len(state.reserved)
+    return _budget_used(state.config, state.spent, state.reserved, recent, now)
 
 
 def breaching_together(state: State, now: datetime) -> frozenset[Target]:
     """Distinct workloads seen breaching within the blast-radius window."""
-    since = now - state.config.rollback.blast_radius.window
-    return frozenset(t for t, at in state.breaching_at.items() if at >= since)
+    return _together(state.config, state.breaching_at, now)
+
+
+def _budget_used(
+    config: Config,
+    spent: Mapping[tuple[Target, str], datetime],
+    reserved: Mapping[str, datetime],
+    recent: Iterable[tuple[Target, str]],
+    now: datetime,
+) -> int:
+    since = now - config.rollback.budget.per
+    done = {
+        key for key in {*recent, *spent} if (at := parse_time(key[1])) is not None and at >= since
+    }
+    return len(done) + len(reserved)
+
+
+def _together(
+    config: Config, breaching_at: Mapping[Target, datetime], now: datetime
+) -> frozenset[Target]:
+    since = now - config.rollback.blast_radius.window
+    return frozenset(t for t, at in breaching_at.items() if at >= since)
 
 
 class _Machine:
@@ -378,7 +390,7 @@ class _Machine:
         for target, at in list(self.breaching_at.items()):
             if self.now - at > window and target not in self.picture:
                 del self.breaching_at[target]
-        if len(breaching_together(self.frozen(), self.now)) <= (
+        if len(_together(self.config, self.breaching_at, self.now)) <= (
             self.config.rollback.blast_radius.max_targets
         ):
             self.outage.clear()  # the outage is over; a new one is announced again
@@ -451,14 +463,16 @@ class _Machine:
         # Decided on the whole picture now: a rule whose breach began earlier counts.
         began = min(map(_began, held))
         case = replace(case, breach_since=None if began == _UNKNOWN else began)
-        together = breaching_together(self.frozen(), self.now)
+        together = _together(self.config, self.breaching_at, self.now)
         decision = decide(
             situation,
             breach_since=case.breach_since,
             action=case.action,
             kube=self.config.kube,
             rollback=self.config.rollback,
-            budget_used=budget_used(self.frozen(), event.recent, self.now),
+            budget_used=_budget_used(
+                self.config, self.spent, self.reserved, event.recent, self.now
+            ),
             now=self.now,
             breaching_together=len(together | {case.target}),
         )
@@ -556,15 +570,14 @@ class _Machine:
         case = self.cases.get(event.target)
         if not self.leading or case is None or case.id != event.incident:
             return  # leadership moved on: the new leader adopts it from the record
-        facts = replace(
-            case.facts,
-            reason=event.message,
-            reason_code=event.code,
-            dry_run=event.outcome == "dry_run",
-            from_revision=event.from_revision or case.facts.from_revision,
-            to_revision=event.to_revision or case.facts.to_revision,
-            from_images=event.from_images or case.facts.from_images,
-            to_images=event.to_images or case.facts.to_images,
+        facts = _with_undo(
+            replace(
+                case.facts,
+                reason=event.message,
+                reason_code=event.code,
+                dry_run=event.outcome == "dry_run",
+            ),
+            event.undo,
         )
         case = replace(case, facts=facts)
         if event.outcome in ("succeeded", "dry_run"):

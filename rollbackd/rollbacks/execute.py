@@ -32,6 +32,7 @@ from rollbackd.errors import (
     RollbackdError,
     RolloutNotAvailable,
 )
+from rollbackd.incidents.lifecycle import EVENT_FAILED, EVENT_ROLLBACK, EVENT_SKIPPED
 from rollbackd.model import Target
 from rollbackd.ports import EventRecorder, RolloutWatcher, Workloads
 from rollbackd.retry import Backoff, Sleep, retrying
@@ -50,10 +51,6 @@ from rollbackd.state.annotations import (
 log = get_logger(__name__)
 
 Obj = dict[str, Any]
-
-EVENT_ROLLBACK = "RollbackdRollback"
-EVENT_FAILED = "RollbackdRollbackFailed"
-EVENT_SKIPPED = "RollbackdSkipped"
 
 
 class Outcome(StrEnum):

@@ -27,6 +27,7 @@ import structlog
 
 from rollbackd.errors import KubeError, PrometheusError, RollbackdError, all_error_classes
 from rollbackd.incidents import lifecycle as core
+from rollbackd.incidents.decide import Undo
 from rollbackd.model import Incident, RuleState, Target, Verdict
 from rollbackd.notifications.render import graph_url
 from rollbackd.ports import Clock, EventRecorder, MetricsSource, Workloads
@@ -310,10 +311,14 @@ class IncidentRunner:
                 written=result.written,
                 transient=result.code in TRANSIENT_CODES,
                 at=result.at,
-                from_revision=result.from_revision,
-                to_revision=result.to_revision,
-                from_images=result.from_images,
-                to_images=result.to_images,
+                undo=Undo(
+                    result.from_revision,
+                    result.to_revision,
+                    result.from_images,
+                    result.to_images,
+                )
+                if result.from_revision is not None and result.to_revision is not None
+                else None,
             )
         )
         if result.written:
