@@ -14,13 +14,17 @@ into the core.
     │   ├── ConfigSyntaxError              ERR_CONFIG_YAML
     │   ├── ConfigEmpty                    ERR_CONFIG_EMPTY
     │   ├── ConfigEnvMissing               ERR_CONFIG_ENV_MISSING
-    │   └── ConfigFileMissing              ERR_CONFIG_FILE_MISSING
+    │   ├── ConfigFileMissing              ERR_CONFIG_FILE_MISSING
+    │   └── ConfigSecretEmpty              ERR_CONFIG_SECRET_EMPTY
+    ├── SecretUnavailable                  ERR_SECRET_UNAVAILABLE
     ├── PrometheusError                    ERR_PROM_FAILED
     │   ├── PrometheusUnreachable          ERR_PROM_UNREACHABLE
     │   ├── PrometheusTimeout              ERR_PROM_TIMEOUT
     │   ├── PrometheusBadQuery             ERR_PROM_BAD_QUERY
     │   ├── PrometheusExecution            ERR_PROM_EXECUTION
-    │   └── PrometheusBadResponse          ERR_PROM_BAD_RESPONSE
+    │   ├── PrometheusBadResponse          ERR_PROM_BAD_RESPONSE
+    │   ├── PrometheusPartial              ERR_PROM_PARTIAL
+    │   └── PrometheusCredentials          ERR_PROM_CREDENTIALS
     ├── KubeError                          ERR_KUBE_FAILED
     │   ├── KubeUnreachable                ERR_KUBE_UNREACHABLE
     │   ├── KubeTimeout                    ERR_KUBE_TIMEOUT
@@ -50,7 +54,10 @@ into the core.
         ├── WebhookTooLarge                ERR_WEBHOOK_TOO_LARGE
         ├── WebhookNotJson                 ERR_WEBHOOK_NOT_JSON
         ├── WebhookBadPayload              ERR_WEBHOOK_BAD_PAYLOAD
-        └── WebhookBusy                    ERR_WEBHOOK_BUSY
+        ├── WebhookBadAlert                ERR_WEBHOOK_BAD_ALERT
+        ├── WebhookTimeout                 ERR_WEBHOOK_TIMEOUT
+        ├── WebhookBusy                    ERR_WEBHOOK_BUSY
+        └── ListenerExhausted              ERR_WEBHOOK_EXHAUSTED
 
 ``transient`` says whether retrying the same operation later may succeed; the
 outbox and the executors use it to choose between backoff and giving up.
@@ -142,6 +149,23 @@ class ConfigFileMissing(ConfigError):
     code = "ERR_CONFIG_FILE_MISSING"
 
 
+class ConfigSecretEmpty(ConfigError):
+    """A credential (inline, ${VAR} or the file a *_file key names) is empty or only
+    whitespace: an empty secret would let anything through, so it is refused."""
+
+    code = "ERR_CONFIG_SECRET_EMPTY"
+
+
+# --- secrets at runtime --------------------------------------------------------------
+
+
+class SecretUnavailable(RollbackdError):
+    """A credential file that was valid at start-up disappeared, became unreadable or empty:
+    what needs it is refused (webhook: 401) or fails (Prometheus) until the file is back."""
+
+    code = "ERR_SECRET_UNAVAILABLE"
+
+
 # --- Prometheus ----------------------------------------------------------------------
 
 
@@ -186,6 +210,22 @@ class PrometheusBadResponse(PrometheusError):
     """Prometheus answered something rollbackd cannot read (4xx, not JSON, no result)."""
 
     code = "ERR_PROM_BAD_RESPONSE"
+    transient = True
+
+
+class PrometheusPartial(PrometheusError):
+    """The answer carried ``warnings`` (partial data, e.g. a Thanos store or a
+    VictoriaMetrics node was down): judged by the rule's on_error, never as a clean answer."""
+
+    code = "ERR_PROM_PARTIAL"
+    transient = True
+
+
+class PrometheusCredentials(PrometheusError):
+    """The bearer token or password file for Prometheus is missing or empty at runtime:
+    restore the mounted Secret; the next tick reads it again."""
+
+    code = "ERR_PROM_CREDENTIALS"
     transient = True
 
 
@@ -394,6 +434,28 @@ class WebhookBusy(WebhookError):
     """Not the leader, or the queue is full: the sender should retry."""
 
     code = "ERR_WEBHOOK_BUSY"
+    transient = True
+
+
+class WebhookBadAlert(WebhookError):
+    """One alert of a payload was invalid (e.g. a ``startsAt`` without a timezone): it is
+    named with its reason in the answer and skipped; the other alerts are processed."""
+
+    code = "ERR_WEBHOOK_BAD_ALERT"
+
+
+class WebhookTimeout(WebhookError):
+    """A request's body did not arrive within server.body_timeout (answered 408)."""
+
+    code = "ERR_WEBHOOK_TIMEOUT"
+    transient = True
+
+
+class ListenerExhausted(WebhookError):
+    """The listener ran out of file descriptors or connections: new connections are shed,
+    and this is logged once per burst; raise the pod's file limit or server.max_connections."""
+
+    code = "ERR_WEBHOOK_EXHAUSTED"
     transient = True
 
 

@@ -8,6 +8,7 @@ problem at once, each with the line of the file it comes from. Secrets become
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 import os
@@ -41,7 +42,9 @@ from rollbackd.errors import (
     ConfigFileMissing,
     ConfigNotFound,
     ConfigProblem,
+    ConfigSecretEmpty,
     ConfigSyntaxError,
+    SecretUnavailable,
 )
 from rollbackd.selectors import SelectorError, split_terms
 
@@ -130,11 +133,44 @@ def _readable_file(value: str, info: ValidationInfo) -> str:
 
 
 FilePath = Annotated[str, AfterValidator(_readable_file)]
-"""A path to a file that must exist when the configuration loads; empty means not set.
+"""A path to a file that must exist when the configuration loads; empty means not set."""
+
+
+def _secret_in_file(value: str) -> str:
+    if value:
+        try:
+            content = _read_text(value)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PydanticCustomError(
+                "file_missing", "file {path} cannot be read: {why}", {"path": value, "why": exc}
+            ) from None
+        if not content:
+            raise PydanticCustomError(
+                "secret_empty",
+                "file {path} is empty: an empty credential would let anything through",
+                {"path": value},
+            )
+    return value
+
+
+SecretFile = Annotated[str, AfterValidator(_readable_file), AfterValidator(_secret_in_file)]
+"""A file holding a credential: it must exist and hold more than whitespace.
 
 Secret files are read when used, not once at start-up, so rotated tokens (projected
 service-account tokens, mounted Secrets) take effect without a restart.
 """
+
+
+def _not_empty_secret(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value().strip():
+        raise PydanticCustomError(
+            "secret_empty", "the credential is empty: an empty secret would let anything through"
+        )
+    return value
+
+
+Secret = Annotated[SecretStr, AfterValidator(_not_empty_secret)]
+"""A credential given inline or through ``${VAR}``: never empty or only whitespace."""
 
 _LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -163,10 +199,24 @@ def _read_text(path: str) -> str:
 
 
 def secret_from(value: SecretStr | None, path: str) -> SecretStr | None:
-    """The secret given inline or, when a file is named, the file's current content."""
-    if path:
-        return SecretStr(_read_text(path))
-    return value
+    """The secret given inline or, when a file is named, the file's current content.
+
+    Raises ``SecretUnavailable`` when the file has gone, cannot be read or is empty now:
+    a credential never silently becomes the empty string.
+    """
+    return SecretStr(read_secret_file(path)) if path else value
+
+
+def read_secret_file(path: str) -> str:
+    """A credential file's current content; ``SecretUnavailable`` if gone or empty."""
+    try:
+        content = _read_text(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SecretUnavailable(f"cannot read {path}: {reason}") from None
+    if not content:
+        raise SecretUnavailable(f"{path} is empty")
+    return content
 
 
 Op = Literal[">", ">=", "<", "<="]
@@ -216,8 +266,8 @@ class KubernetesSettings(_Section):
 
 class BasicAuth(_Section):
     username: str = Field(description="user name")
-    password: SecretStr | None = Field(None, description="password (prefer password_file)")
-    password_file: FilePath = Field("", description="file holding the password")
+    password: Secret | None = Field(None, description="password (prefer password_file)")
+    password_file: SecretFile = Field("", description="file holding the password")
 
     @model_validator(mode="after")
     def _one_password(self) -> BasicAuth:
@@ -243,8 +293,8 @@ class PrometheusSettings(_Section):
         "", description="URL people open for graph links in messages; empty: the same as url"
     )
     timeout: Duration = Field(timedelta(seconds=10), description="timeout of every query")
-    bearer_token: SecretStr | None = Field(None, description="bearer token sent to Prometheus")
-    bearer_token_file: FilePath = Field("", description="file holding the bearer token")
+    bearer_token: Secret | None = Field(None, description="bearer token sent to Prometheus")
+    bearer_token_file: SecretFile = Field("", description="file holding the bearer token")
     basic_auth: BasicAuth | None = Field(None, description="HTTP basic authentication")
     ca_file: FilePath = Field("", description="CA bundle that signs Prometheus's certificate")
     insecure_skip_verify: bool = Field(
@@ -336,8 +386,8 @@ class RuleSettings(_Section):
 
 
 class HmacAuth(_Section):
-    secret: SecretStr | None = Field(None, description="shared signing secret")
-    secret_file: FilePath = Field("", description="file holding the shared secret")
+    secret: Secret | None = Field(None, description="shared signing secret")
+    secret_file: SecretFile = Field("", description="file holding the shared secret")
     max_skew: Duration = Field(
         timedelta(minutes=5), description="largest accepted clock difference (replay window)"
     )
@@ -349,8 +399,8 @@ class HmacAuth(_Section):
 
 
 class WebhookAuth(_Section):
-    bearer_token: SecretStr | None = Field(None, description="token in Authorization: Bearer")
-    bearer_token_file: FilePath = Field("", description="file holding the bearer token")
+    bearer_token: Secret | None = Field(None, description="token in Authorization: Bearer")
+    bearer_token_file: SecretFile = Field("", description="file holding the bearer token")
     basic_auth: BasicAuth | None = Field(None, description="HTTP basic authentication")
     hmac: HmacAuth | None = Field(None, description="HMAC-SHA256 request signatures")
 
@@ -461,8 +511,8 @@ class _RobotBase(_Section):
 
 class WebhookRobot(_RobotBase):
     kind: Literal["webhook"] = Field(description="custom group robot")
-    url: SecretStr = Field(description="webhook URL with its access_token")
-    secret: SecretStr | None = Field(None, description="signing secret (SEC...)")
+    url: Secret = Field(description="webhook URL with its access_token")
+    secret: Secret | None = Field(None, description="signing secret (SEC...)")
     keyword: str = Field("", description="security keyword put in every message")
 
     @field_validator("url")
@@ -476,8 +526,8 @@ class WebhookRobot(_RobotBase):
 
 class AppRobot(_RobotBase):
     kind: Literal["app"] = Field(description="org app robot via the DingTalk OpenAPI")
-    app_key: SecretStr = Field(description="the app's AppKey (Client ID)")
-    app_secret: SecretStr = Field(description="the app's AppSecret (Client Secret)")
+    app_key: Secret = Field(description="the app's AppKey (Client ID)")
+    app_secret: Secret = Field(description="the app's AppSecret (Client Secret)")
     robot_code: str = Field("", description="robot code; empty: the AppKey")
     api_url: str = Field(
         "https://api.dingtalk.com", description="OpenAPI base URL (api.dingtalk.io abroad)"
@@ -529,6 +579,16 @@ class ServerSettings(_Section):
     listen: str = Field("0.0.0.0:8080", description="host:port of the HTTP listener")
     max_body_bytes: int = Field(
         1_048_576, gt=0, le=64 * 1_048_576, description="largest accepted webhook body"
+    )
+    header_timeout: Duration = Field(
+        timedelta(seconds=10),
+        description="a connection whose request headers are not complete by then is closed",
+    )
+    body_timeout: Duration = Field(
+        timedelta(seconds=30), description="a request body not complete by then gets 408"
+    )
+    max_connections: int = Field(
+        512, gt=0, description="open connections beyond this are closed at once"
     )
 
     @field_validator("listen")
@@ -616,7 +676,10 @@ class Settings(_Section):
         return self
 
     def secret_values(self) -> list[str]:
-        """Every secret this configuration holds or points to, for log redaction."""
+        """Every secret this configuration holds or points to, for redaction.
+
+        Basic auth adds ``user:password`` too, whose Base64 form is what travels.
+        """
         found: list[str] = []
 
         def walk(node: object) -> None:
@@ -626,8 +689,14 @@ class Settings(_Section):
                 for name in type(node).model_fields:
                     value = getattr(node, name)
                     if name.endswith("_file") and name != "ca_file" and value:
-                        found.append(_read_text(value))
+                        with contextlib.suppress(SecretUnavailable):
+                            found.append(read_secret_file(value))
                     walk(value)
+                if isinstance(node, BasicAuth):
+                    with contextlib.suppress(SecretUnavailable):
+                        password = secret_from(node.password, node.password_file)
+                        if password is not None:
+                            found.append(f"{node.username}:{password.get_secret_value()}")
             elif isinstance(node, list):
                 for item in node:
                     walk(item)
@@ -762,6 +831,9 @@ def _clean_loc(loc: Loc, raw: object) -> Loc:
     return tuple(cleaned)
 
 
+_PROBLEM_CODES = {"file_missing": ConfigFileMissing.code, "secret_empty": ConfigSecretEmpty.code}
+
+
 def _problems_from(exc: ValidationError, raw: object, lines: _Lines) -> Iterator[ConfigProblem]:
     for error in exc.errors(include_url=False):
         loc = _clean_loc(tuple(error["loc"]), raw)
@@ -774,7 +846,7 @@ def _problems_from(exc: ValidationError, raw: object, lines: _Lines) -> Iterator
         else:
             message = error["msg"]
         message = message.removeprefix("Value error, ")
-        code = ConfigFileMissing.code if error["type"] == "file_missing" else ConfigError.code
+        code = _PROBLEM_CODES.get(error["type"], ConfigError.code)
         yield ConfigProblem(render_path(loc), message, code, lines.line(loc))
 
 

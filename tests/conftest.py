@@ -146,6 +146,7 @@ def start_receiver(
     max_body: int = 1_048_576,
     capacity: int = 1000,
     hold: threading.Event | None = None,
+    server: dict[str, Any] | None = None,
 ) -> tuple[Receiver, Any]:
     """Start a receiver; returns it and the function that stops it."""
     am = settings or alertmanager_settings()
@@ -165,14 +166,17 @@ def start_receiver(
         intake = WebhookIntake(
             am, clock=SystemClock(), telemetry=telemetry, sink=sink, capacity=capacity
         )
+        listener = ServerSettings.model_validate(
+            {"listen": "127.0.0.1:0", "max_body_bytes": max_body, **(server or {})}
+        )
         app = build_app(
-            server=ServerSettings(max_body_bytes=max_body),
+            server=listener,
             alertmanager=am,
             telemetry=telemetry,
             intake=intake,
             ready=lambda: ready[0],
         )
-        http = HttpServer(app, host="127.0.0.1", port=0)
+        http = HttpServer(app, listener)
         await http.start()
         worker = asyncio.get_running_loop().create_task(intake.run())
         workers.append(worker)

@@ -254,7 +254,7 @@ class Daemon:
                 intake=intake,
                 ready=self.ready,
             )
-            self.http = HttpServer(app, host=settings.server.host, port=settings.server.port)
+            self.http = HttpServer(app, settings.server)
             await self.http.start()
             log.info("listening", address=settings.server.listen, port=self.http.port)
             if await _until(lambda: self.cache.synced, 60):

@@ -18,22 +18,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import re
+import resource
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from typing import Any
 
+import h11
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from rollbackd.errors import (
+    ListenerExhausted,
+    SecretUnavailable,
+    WebhookBadAlert,
     WebhookBadPayload,
     WebhookBusy,
+    WebhookError,
     WebhookNotJson,
+    WebhookTimeout,
     WebhookTooLarge,
     WebhookUnauthorized,
 )
@@ -42,12 +50,22 @@ from rollbackd.ports import Clock
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import AlertmanagerSettings, ServerSettings
-from rollbackd.signals.alertmanager import Deduplicator, Payload, interpret
+from rollbackd.signals.alertmanager import (
+    BadPayload,
+    Deduplicator,
+    Payload,
+    interpret,
+    read_payload,
+)
 from rollbackd.signals.webhook_auth import WebhookAuthenticator
 
 log = get_logger(__name__)
 
 VerdictSink = Callable[[list[Verdict]], Awaitable[None]]
+UNAUTHENTICATED_BODIES = 4
+"""HMAC signs the body, so it is read before it is authenticated: at most this many
+``max_body_bytes`` of such bodies are held at once; beyond, new ones get 503."""
+_DIGITS_RE = re.compile(r"[0-9]{1,20}")
 
 
 class WebhookIntake:
@@ -113,6 +131,157 @@ class WebhookIntake:
             await self._sink(intake.verdicts)
 
 
+class _Refused(Exception):
+    """A request answered with an error status; raised inside the handler, caught once."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+class _Budget:
+    """Bytes of unauthenticated bodies held in memory at once, across all requests."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def take(self, size: int) -> None:
+        if self.used + size > self.limit:
+            raise _Refused(503, WebhookBusy.code, "too many unauthenticated bodies; retry")
+        self.used += size
+
+
+class _SecretAlarm:
+    """Logs a credential file that went missing once, not once per request."""
+
+    def __init__(self) -> None:
+        self.down = False
+
+    def failed(self, exc: SecretUnavailable) -> None:
+        if not self.down:
+            log.error("webhook_secret_unavailable", code=exc.code, error=exc.message)
+        self.down = True
+
+    def ok(self) -> None:
+        if self.down:
+            log.info("webhook_secret_restored")
+        self.down = False
+
+
+class _Webhook:
+    """The Alertmanager endpoint: bounded, total, and counted in every outcome.
+
+    It answers 5xx only with 503 (retry later): every other failure of a request is a
+    4xx naming it, and an unexpected one is a logged 500, counted like the rest.
+    """
+
+    def __init__(
+        self,
+        *,
+        server: ServerSettings,
+        alertmanager: AlertmanagerSettings,
+        telemetry: Telemetry,
+        intake: WebhookIntake | None,
+        ready: Callable[[], bool],
+    ) -> None:
+        self._limit = server.max_body_bytes
+        self._body_timeout = server.body_timeout.total_seconds()
+        auth = alertmanager.auth
+        self._authenticator = WebhookAuthenticator(auth) if auth else None
+        self._unauthenticated = _Budget(UNAUTHENTICATED_BODIES * self._limit)
+        self._alarm = _SecretAlarm()
+        self._telemetry = telemetry
+        self._intake = intake
+        self._ready = ready
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            return await self._receive(request)
+        except _Refused as refused:
+            body = {"status": "error", "code": refused.code, "error": refused.message}
+            return self._answer(refused.status, body)
+        except Exception:  # the last resort: counted and logged, never silent
+            log.exception("webhook_failed", code=WebhookError.code)
+            error = {"status": "error", "code": WebhookError.code, "error": "internal error"}
+            return self._answer(500, error)
+
+    def _answer(self, status: int, body: Mapping[str, object]) -> Response:
+        self._telemetry.webhook_requests.labels(str(status)).inc()
+        return JSONResponse(body, status)
+
+    async def _receive(self, request: Request) -> Response:
+        length = request.headers.get("content-length", "")
+        if _DIGITS_RE.fullmatch(length) and int(length) > self._limit:
+            raise _Refused(413, WebhookTooLarge.code, f"body larger than {self._limit} bytes")
+        if "json" not in request.headers.get("content-type", "").lower():
+            raise _Refused(415, WebhookNotJson.code, "Content-Type must be application/json")
+        authenticator, intake = self._authenticator, self._intake
+        if authenticator is None or intake is None:
+            raise _Refused(401, WebhookUnauthorized.code, "unauthorized")
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        signed = authenticator.needs_body
+        if not signed and not self._authenticated(headers, b""):
+            raise _Refused(401, WebhookUnauthorized.code, "unauthorized")
+        body = await self._read_body(request, counted=signed)
+        if signed and not self._authenticated(headers, body):
+            raise _Refused(401, WebhookUnauthorized.code, "unauthorized")
+        if not self._ready():
+            raise _Refused(503, WebhookBusy.code, "not the leader; retry")
+        try:
+            payload, bad = read_payload(body)
+        except BadPayload as exc:
+            raise _Refused(400, WebhookBadPayload.code, str(exc)) from None
+        if not intake.offer(payload):
+            raise _Refused(503, WebhookBusy.code, "queue full; retry")
+        authenticator.remember(headers, time.time())  # only now is the nonce used up
+        if bad:
+            log.warning(
+                "alertmanager_alerts_rejected",
+                code=WebhookBadAlert.code,
+                rejected=len(bad),
+                first=bad[0].reason,
+                group_key=payload.groupKey,
+            )
+        code = WebhookBadAlert.code
+        rejected = [{"index": b.index, "code": code, "error": b.reason} for b in bad]
+        accepted = {"status": "accepted", "alerts": len(payload.alerts), "rejected": rejected}
+        return self._answer(200, accepted)
+
+    def _authenticated(self, headers: dict[str, str], body: bytes) -> bool:
+        assert self._authenticator is not None
+        try:
+            valid = self._authenticator.check(headers, body, time.time())
+        except SecretUnavailable as exc:
+            self._alarm.failed(exc)
+            return False
+        self._alarm.ok()
+        return valid
+
+    async def _read_body(self, request: Request, *, counted: bool) -> bytes:
+        """The body, within the size limit and the body timeout; unauthenticated bytes
+        (``counted``) are held against the shared budget while they are read."""
+        body = bytearray()
+        held = 0
+        try:
+            async with asyncio.timeout(self._body_timeout):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > self._limit:
+                        raise _Refused(
+                            413, WebhookTooLarge.code, f"body larger than {self._limit} bytes"
+                        )
+                    if counted:
+                        self._unauthenticated.take(len(chunk))
+                        held += len(chunk)
+        except TimeoutError:
+            raise _Refused(
+                408, WebhookTimeout.code, f"body not received within {self._body_timeout:g}s"
+            ) from None
+        finally:
+            self._unauthenticated.used -= held
+        return bytes(body)
+
+
 def build_app(
     *,
     server: ServerSettings,
@@ -122,45 +291,6 @@ def build_app(
     ready: Callable[[], bool],
 ) -> Starlette:
     """The HTTP surface; ``intake`` is None when the Alertmanager receiver is disabled."""
-    limit = server.max_body_bytes
-    authenticator = WebhookAuthenticator(alertmanager.auth) if alertmanager.auth else None
-
-    def refuse(status: int, code: str, message: str) -> Response:
-        telemetry.webhook_requests.labels(str(status)).inc()
-        return JSONResponse({"status": "error", "code": code, "error": message}, status)
-
-    async def webhook(request: Request) -> Response:
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            return refuse(413, WebhookTooLarge.code, f"body larger than {limit} bytes")
-        if "json" not in request.headers.get("content-type", "").lower():
-            return refuse(415, WebhookNotJson.code, "Content-Type must be application/json")
-        if authenticator is None or intake is None:
-            return refuse(401, WebhookUnauthorized.code, "unauthorized")
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        if not authenticator.needs_body and not authenticator.check(headers, b"", time.time()):
-            return refuse(401, WebhookUnauthorized.code, "unauthorized")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                return refuse(413, WebhookTooLarge.code, f"body larger than {limit} bytes")
-        if authenticator.needs_body and not authenticator.check(headers, bytes(body), time.time()):
-            return refuse(401, WebhookUnauthorized.code, "unauthorized")
-        if not ready():
-            return refuse(503, WebhookBusy.code, "not the leader; retry")
-        try:
-            payload = Payload.model_validate(json.loads(body))
-        except (ValueError, UnicodeDecodeError) as exc:
-            return refuse(400, WebhookBadPayload.code, _one_line(exc))
-        if payload.version != "4":
-            return refuse(
-                400, WebhookBadPayload.code, f"unsupported payload version {payload.version!r}"
-            )
-        if not intake.offer(payload):
-            return refuse(503, WebhookBusy.code, "queue full; retry")
-        telemetry.webhook_requests.labels("200").inc()
-        return JSONResponse({"status": "accepted", "alerts": len(payload.alerts)})
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -177,16 +307,15 @@ def build_app(
         Route("/metrics", metrics, methods=["GET"]),
     ]
     if alertmanager.enabled:
-        routes.append(Route(alertmanager.path, webhook, methods=["POST"]))
+        webhook = _Webhook(
+            server=server,
+            alertmanager=alertmanager,
+            telemetry=telemetry,
+            intake=intake,
+            ready=ready,
+        )
+        routes.append(Route(alertmanager.path, webhook.handle, methods=["POST"]))
     return Starlette(routes=routes)
-
-
-def _one_line(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "body"
-        return f"invalid payload: {where}: {first['msg']} ({exc.error_count()} error(s))"
-    return f"invalid JSON: {str(exc).splitlines()[0]}"
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -197,23 +326,116 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-class HttpServer:
-    """Serves ``app`` on ``host:port`` as a task of the running loop."""
+def _guarded_protocol(*, header_timeout: float, max_connections: int) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol, with what it lacks against slow or idle clients.
 
-    def __init__(self, app: Starlette, *, host: str, port: int) -> None:
+    A connection must complete each request's headers within ``header_timeout`` of its
+    first byte (or of connecting), and a connection beyond ``max_connections`` is closed
+    at once, so idle and trickling clients cannot hold the listener.
+    """
+
+    class Guarded(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            if len(self.connections) > max_connections:
+                transport.abort()
+                return
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._header_timer is None and self.conn.their_state is h11.IDLE:
+                self._arm()  # the next request of a kept-alive connection
+            super().data_received(data)
+            if self.conn.their_state is not h11.IDLE:
+                self._disarm()  # headers complete; the body has its own timeout
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(header_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _too_slow(self) -> None:
+            self._header_timer = None
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.abort()
+
+    return Guarded
+
+
+class _ResourceAlarm:
+    """A loop exception handler that reports running out of descriptors once per burst.
+
+    asyncio reports every failed ``accept()`` at the file limit; thousands of identical
+    lines help nobody. The first of a burst is logged with its code, the rest are counted
+    and summed up when accepting works again (a quiet ``QUIET`` seconds).
+    """
+
+    QUIET = 30.0
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._last = -1e9
+        self._suppressed = 0
+        self._previous = loop.get_exception_handler()
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if "out of system resource" not in str(context.get("message", "")):
+            if self._previous is not None:
+                self._previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+            return
+        now = time.monotonic()
+        if now - self._last > self.QUIET:
+            if self._suppressed:
+                log.info("listener_exhaustion_ended", repeated=self._suppressed)
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            log.error(
+                "listener_exhausted",
+                code=ListenerExhausted.code,
+                error=str(context.get("exception", "")),
+                file_limit=limit,
+            )
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+        self._last = now
+
+
+class HttpServer:
+    """Serves ``app`` on ``settings.listen`` as a task of the running loop."""
+
+    def __init__(self, app: Starlette, settings: ServerSettings) -> None:
         config = uvicorn.Config(
             app,
-            host=host,
-            port=port,
+            host=settings.host,
+            port=settings.port,
             log_config=None,
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=5,
+            timeout_keep_alive=5,
+            http=_guarded_protocol(
+                header_timeout=settings.header_timeout.total_seconds(),
+                max_connections=settings.max_connections,
+            ),
         )
         self._server = _EmbeddedServer(config)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_ResourceAlarm(loop))
         self._task = asyncio.create_task(self._server.serve(), name="http")
         while not self._server.started:
             if self._task.done():

@@ -5,17 +5,21 @@
 - HMAC for other senders: ``X-Rollbackd-Timestamp`` (Unix seconds), ``X-Rollbackd-Nonce``
   and ``X-Rollbackd-Signature: sha256=<hex>`` of HMAC-SHA256 over
   ``timestamp + "\\n" + nonce + "\\n" + body``. A timestamp outside ``max_skew`` or a nonce seen
-  before is refused, so a captured request cannot be replayed.
+  before is refused, so a captured request cannot be replayed. A nonce is remembered only
+  once its request was accepted (``remember``): a 503 from a standby does not use it up, so
+  the sender's retry of the same signed request still counts.
 
-Secrets in files are read at each check, so a rotated token needs no restart.
+Every check is total: any header, however malformed, gives True or False. Secrets in files
+are read at each check, so a rotated token needs no restart; a file that has gone or is
+empty raises ``SecretUnavailable``, and the caller refuses the request.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
+import re
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -24,6 +28,7 @@ from rollbackd.settings import WebhookAuth, secret_from
 TIMESTAMP = "x-rollbackd-timestamp"
 NONCE = "x-rollbackd-nonce"
 SIGNATURE = "x-rollbackd-signature"
+_TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")  # ASCII digits only: '²'.isdigit() is True
 
 
 def sign(secret: str, timestamp: str, nonce: str, body: bytes) -> str:
@@ -51,6 +56,7 @@ class WebhookAuthenticator:
         return self._auth.hmac is not None
 
     def check(self, headers: Mapping[str, str], body: bytes, now: float) -> bool:
+        """Whether the request carries valid credentials (raises ``SecretUnavailable``)."""
         auth = self._auth
         header = headers.get("authorization", "")
         token = secret_from(auth.bearer_token, auth.bearer_token_file)
@@ -63,38 +69,43 @@ class WebhookAuthenticator:
             return self._hmac(headers, body, now)
         return False
 
+    def remember(self, headers: Mapping[str, str], now: float) -> None:
+        """Record an accepted request's nonce, so that a replay of it is refused."""
+        if self._auth.hmac is None:
+            return
+        skew = self._auth.hmac.max_skew.total_seconds()
+        while self._nonces and next(iter(self._nonces.values())) < now - 2 * skew:
+            self._nonces.popitem(last=False)
+        self._nonces[headers.get(NONCE, "")] = now
+        if len(self._nonces) > self.NONCES:
+            self._nonces.popitem(last=False)
+
     def _basic(self, header: str) -> bool:
         basic = self._auth.basic_auth
         assert basic is not None
+        expected = secret_from(basic.password, basic.password_file)
         scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic":
+        if scheme.lower() != "basic" or expected is None:
             return False
         try:
-            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):  # binascii.Error and non-ASCII input
             return False
-        expected = secret_from(basic.password, basic.password_file)
-        wanted = expected.get_secret_value() if expected else ""
-        return _same(user, basic.username) & _same(password, wanted)
+        user, _, password = decoded.partition(":")
+        return _same(user, basic.username) & _same(password, expected.get_secret_value())
 
     def _hmac(self, headers: Mapping[str, str], body: bytes, now: float) -> bool:
         settings = self._auth.hmac
         assert settings is not None
         secret = secret_from(settings.secret, settings.secret_file)
         timestamp, nonce = headers.get(TIMESTAMP, ""), headers.get(NONCE, "")
-        if secret is None or not timestamp.isdigit() or not 8 <= len(nonce) <= 128:
+        if secret is None or not _TIMESTAMP_RE.fullmatch(timestamp):
             return False
-        skew = settings.max_skew.total_seconds()
-        if abs(now - int(timestamp)) > skew:
+        if not 8 <= len(nonce) <= 128 or not nonce.isascii():
+            return False
+        if abs(now - int(timestamp)) > settings.max_skew.total_seconds():
             return False
         expected = sign(secret.get_secret_value(), timestamp, nonce, body)
         if not _same(headers.get(SIGNATURE, ""), expected):
             return False
-        while self._nonces and next(iter(self._nonces.values())) < now - 2 * skew:
-            self._nonces.popitem(last=False)
-        if nonce in self._nonces:
-            return False  # a replay of a request already accepted
-        self._nonces[nonce] = now
-        if len(self._nonces) > self.NONCES:
-            self._nonces.popitem(last=False)
-        return True
+        return nonce not in self._nonces  # a replay of a request already accepted

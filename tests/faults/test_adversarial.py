@@ -63,7 +63,8 @@ def test_metadata_only_change_is_not_a_change(kube: Kube) -> None:
 
 def test_huge_and_unicode_label_values_are_handled(make_receiver: Any) -> None:
     """Alerts with 100 KB label values or unicode names are accepted or refused cleanly
-    (413 over the limit), never a server error, and never a verdict for nonsense."""
+    (413 over the limit), never a server error, and never a verdict for nonsense: a
+    namespace or Deployment label that is not a Kubernetes name names no target."""
     receiver = make_receiver(max_body=200_000)
     unicode_alert = json.loads(json.dumps(ALERT))
     unicode_alert["labels"].update(namespace="命名空间", deployment="部署-✓", summary="失败率 30%")
@@ -85,4 +86,10 @@ def test_huge_and_unicode_label_values_are_handled(make_receiver: Any) -> None:
         )
     assert answers == [200, 200, 413]
     receiver.drain()
-    assert {str(v.target) for v in receiver.verdicts} == {"命名空间/部署-✓", "shop/web"}
+    assert {str(v.target) for v in receiver.verdicts} == {"shop/web"}
+    assert (
+        receiver.metric(
+            "rollbackd_alertmanager_alerts_total", {"status": "firing", "action": "no_target"}
+        )
+        == 1
+    )

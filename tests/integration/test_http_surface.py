@@ -47,7 +47,7 @@ def test_accepted_alert_becomes_a_verdict(make_receiver: Any) -> None:
     receiver = make_receiver()
     answer = post(receiver, body())
     assert answer.status_code == 200
-    assert answer.json() == {"status": "accepted", "alerts": 1}
+    assert answer.json() == {"status": "accepted", "alerts": 1, "rejected": []}
     receiver.drain()
     (verdict,) = receiver.verdicts
     assert str(verdict.target) == "shop/web"

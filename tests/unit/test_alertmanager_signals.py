@@ -142,7 +142,7 @@ def test_bearer_and_basic_auth_are_checked() -> None:
 
 
 def test_hmac_signatures_expire_and_cannot_be_replayed() -> None:
-    """A signed request passes once, within the skew; a replay or an old one is refused."""
+    """A signed request passes once accepted, within the skew; a replay or an old one is refused."""
     auth = WebhookAuthenticator(WebhookAuth.model_validate({"hmac": {"secret": "k" * 32}}))
     body = b'{"version":"4"}'
     headers = {
@@ -151,6 +151,7 @@ def test_hmac_signatures_expire_and_cannot_be_replayed() -> None:
         SIGNATURE: sign("k" * 32, "1000", "nonce-0001", body),
     }
     assert auth.check(headers, body, 1010)
+    auth.remember(headers, 1010)  # the receiver accepted it
     assert not auth.check(headers, body, 1011)  # replay
     fresh = headers | {NONCE: "nonce-0002", SIGNATURE: sign("k" * 32, "1000", "nonce-0002", body)}
     assert not auth.check(fresh, body, 1000 + 301)  # outside the 5m skew
