@@ -69,7 +69,6 @@ class QueryResult:
     values: dict[Target, float]
     ignored: int = 0
     ambiguous: frozenset[Target] = frozenset()
-    warnings: tuple[str, ...] = ()
 
 
 class RuleState(StrEnum):
@@ -97,6 +96,7 @@ class Reason(StrEnum):
     LOW_TRAFFIC = "low_traffic"
     AMBIGUOUS = "ambiguous"
     ERROR = "error"
+    PARTIAL = "partial"  # the answer carried warnings: some data may be missing
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from rollbackd.errors import PrometheusError
+from rollbackd.errors import PrometheusError, PrometheusPartial
 from rollbackd.model import Instant, QueryResult, Reason, RuleState, Target, Transition, Verdict
 from rollbackd.settings import Policy, RuleSettings
 
@@ -147,7 +147,8 @@ class RuleEvaluator:
     def _judge(self, target: Target, outcome: Outcome, traffic: Outcome | None) -> _Judgement:
         rule = self.rule
         if isinstance(outcome, PrometheusError):
-            return _Judgement(None, _POLICY[rule.on_error], Reason.ERROR, outcome.code)
+            reason = Reason.PARTIAL if isinstance(outcome, PrometheusPartial) else Reason.ERROR
+            return _Judgement(None, _POLICY[rule.on_error], reason, outcome.code)
         if target in outcome.ambiguous:
             return _Judgement(None, _POLICY[rule.on_error], Reason.AMBIGUOUS)
         value = outcome.values.get(target)

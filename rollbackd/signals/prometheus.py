@@ -6,31 +6,42 @@ answer. Series become values per ``Target`` through the rule's ``target_labels``
 prometheus-api-client returns only ``data.result`` and hides Prometheus's ``errorType``
 and ``warnings``. A requests response hook on the session we hand it keeps the raw
 response of the current thread's call, so failures are classified from Prometheus's own
-``errorType`` and warnings are logged. Its retries are switched off: a failed tick is
-judged by the rule's ``on_error`` policy and the next tick tries again.
+``errorType``. An answer with ``warnings`` (partial data: a Thanos store or a cluster node
+was down) is not a clean answer: it raises ``PrometheusPartial``, judged by the rule's
+``on_error`` like any failure. A body cut off mid-way is ``PrometheusBadResponse``. Its
+retries are switched off: a failed tick is judged by the rule's ``on_error`` policy and
+the next tick tries again.
+
+Credentials are read at every request (``_Credentials``), so a rotated token file takes
+effect on the next query; a file gone or empty fails the query with
+``ERR_PROM_CREDENTIALS`` instead of querying without credentials.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 from datetime import UTC, datetime
 from typing import Any
 
 import requests
+import requests.auth
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
-from pydantic import SecretStr
 from urllib3.util.retry import Retry
 
 from rollbackd.errors import (
     PrometheusBadQuery,
     PrometheusBadResponse,
+    PrometheusCredentials,
     PrometheusError,
     PrometheusExecution,
+    PrometheusPartial,
     PrometheusTimeout,
     PrometheusUnreachable,
+    SecretUnavailable,
 )
 from rollbackd.model import QueryResult, Target
 from rollbackd.runtime.logs import get_logger
@@ -55,17 +66,23 @@ def _session(settings: PrometheusSettings) -> requests.Session:
     return session
 
 
-def _auth_headers(settings: PrometheusSettings) -> dict[str, str]:
-    token: SecretStr | None = secret_from(settings.bearer_token, settings.bearer_token_file)
-    return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+class _Credentials(requests.auth.AuthBase):
+    """Adds the configured bearer token or basic auth to each request, read when sent."""
 
+    def __init__(self, settings: PrometheusSettings) -> None:
+        self._settings = settings
 
-def _basic_auth(settings: PrometheusSettings) -> tuple[str, str] | None:
-    auth = settings.basic_auth
-    if auth is None:
-        return None
-    password = secret_from(auth.password, auth.password_file)
-    return (auth.username, password.get_secret_value() if password else "")
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        settings = self._settings
+        token = secret_from(settings.bearer_token, settings.bearer_token_file)
+        if token is not None:
+            request.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
+        elif settings.basic_auth is not None:
+            basic = settings.basic_auth
+            password = secret_from(basic.password, basic.password_file)
+            pair = f"{basic.username}:{password.get_secret_value() if password else ''}"
+            request.headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        return request
 
 
 def to_query_result(series: list[Any], target_labels: TargetLabels) -> QueryResult:
@@ -100,8 +117,7 @@ class PrometheusSource:
         self._session.hooks["response"].append(self._remember)
         self._client = PrometheusConnect(
             url=settings.url,
-            headers=_auth_headers(settings),
-            auth=_basic_auth(settings),
+            auth=_Credentials(settings),
             session=self._session,
             # read=False re-raises a read timeout as itself, so it is told from a refusal.
             retry=Retry(total=0, read=False, raise_on_status=False),
@@ -115,11 +131,8 @@ class PrometheusSource:
         self._client.close()
 
     async def query(self, expr: str, *, target_labels: TargetLabels) -> QueryResult:
-        series, warnings = await self._in_thread(self._query_sync, expr)
-        result = to_query_result(series, target_labels)
-        if warnings:
-            log.warning("prometheus_warnings", warnings=list(warnings), expr=expr)
-        return QueryResult(result.values, result.ignored, result.ambiguous, warnings)
+        series = await self._in_thread(self._query_sync, expr)
+        return to_query_result(series, target_labels)
 
     async def query_range(
         self, expr: str, *, target_labels: TargetLabels, start: float, end: float, step: float
@@ -140,7 +153,7 @@ class PrometheusSource:
     def _query_range_sync(self, expr: str, start: float, end: float, step: float) -> list[Any]:
         self._last.response = None
         try:
-            return list(
+            series = list(
                 self._client.custom_query_range(
                     expr,
                     start_time=datetime.fromtimestamp(start, UTC),
@@ -148,6 +161,10 @@ class PrometheusSource:
                     step=f"{max(step, 1.0):g}s",
                 )
             )
+            self._refuse_partial(expr)
+            return series
+        except SecretUnavailable as exc:
+            raise PrometheusCredentials(f"credentials for Prometheus: {exc.message}") from None
         except (PrometheusApiClientException, requests.RequestException, KeyError) as exc:
             raise self._classify(exc) from exc
         finally:
@@ -165,7 +182,7 @@ class PrometheusSource:
                 f"no answer from Prometheus within {self._timeout:g}s", error_type="timeout"
             ) from None
 
-    def _query_sync(self, expr: str) -> tuple[list[Any], tuple[str, ...]]:
+    def _query_sync(self, expr: str) -> list[Any]:
         self._last.response = None
         # Prometheus's own timeout aborts the query server-side, a little before ours.
         params = {"timeout": f"{max(int(self._timeout * 1000) - 500, 500)}ms"}
@@ -176,7 +193,10 @@ class PrometheusSource:
                     "the query must return an instant vector (one sample per series)",
                     error_type="bad_data",
                 )
-            return series, self._warnings()
+            self._refuse_partial(expr)
+            return list(series)
+        except SecretUnavailable as exc:
+            raise PrometheusCredentials(f"credentials for Prometheus: {exc.message}") from None
         except (PrometheusApiClientException, requests.RequestException, KeyError) as exc:
             raise self._classify(exc) from exc
         finally:
@@ -199,13 +219,27 @@ class PrometheusSource:
             raise self._classify(PrometheusApiClientException(f"HTTP {response.status_code}"))
         self._last.response = None
 
-    def _warnings(self) -> tuple[str, ...]:
+    def _refuse_partial(self, expr: str) -> None:
+        """Raise ``PrometheusPartial`` when the answer carried warnings."""
         response = getattr(self._last, "response", None)
         if response is None or b'"warnings"' not in response.content:
-            return ()
-        return tuple(str(w) for w in response.json().get("warnings", []))
+            return
+        body = _json_or_none(response) or {}
+        warnings = body.get("warnings") or []
+        if warnings:
+            log.warning("prometheus_warnings", warnings=[str(w) for w in warnings][:5], expr=expr)
+            raise PrometheusPartial(
+                f"partial answer: {'; '.join(str(w) for w in warnings)[:300]}",
+                error_type="warnings",
+            )
 
     def _classify(self, exc: Exception) -> PrometheusError:
+        if isinstance(
+            exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError
+        ):
+            return PrometheusBadResponse(
+                f"the answer from Prometheus was cut off mid-body ({type(exc).__name__})"
+            )
         if isinstance(exc, requests.Timeout):
             return PrometheusTimeout(
                 f"no answer from Prometheus within {self._timeout:g}s", error_type="timeout"
@@ -239,6 +273,6 @@ def _json_or_none(response: requests.Response) -> dict[str, Any] | None:
         return None
     try:
         body = response.json()
-    except (ValueError, json.JSONDecodeError):
+    except (ValueError, json.JSONDecodeError, requests.RequestException):
         return None
     return body if isinstance(body, dict) else None

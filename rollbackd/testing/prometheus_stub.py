@@ -1,5 +1,6 @@
 """A scripted stand-in for the Prometheus HTTP API, for the failures real Prometheus
-cannot be made to produce on demand: HTTP 500s, broken JSON, slow answers, warnings.
+cannot be made to produce on demand: HTTP 500s, broken JSON, slow answers, warnings,
+answers cut off mid-body.
 
 Tests set the answer with ``answer(...)``; every request is recorded with its headers so
 tests can check what rollbackd sent (auth headers, the query, its timeout).
@@ -23,6 +24,7 @@ class Answer:
     body: bytes = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
     content_type: str = "application/json"
     delay: float = 0.0
+    cut: bool = False  # chunked, and the connection closes halfway through the body
 
 
 @dataclass
@@ -76,6 +78,13 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(answer.status)
             self.send_header("Content-Type", answer.content_type)
+            if answer.cut:
+                half = answer.body[: len(answer.body) // 2]
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(f"{len(answer.body):x}\r\n".encode() + half)
+                self.close_connection = True
+                return
             self.send_header("Content-Length", str(len(answer.body)))
             self.end_headers()
             self.wfile.write(answer.body)
@@ -108,6 +117,7 @@ class PrometheusStub(BackgroundServer):
         status: int = 200,
         content_type: str = "application/json",
         delay: float = 0.0,
+        cut: bool = False,
     ) -> None:
         with self.state.lock:
-            self.state.answer = Answer(status, body, content_type, delay)
+            self.state.answer = Answer(status, body, content_type, delay, cut)

@@ -39,6 +39,12 @@ CASES = [
         {"body": b'{"status": "succ', "content_type": "application/json"},
         "ERR_PROM_BAD_RESPONSE",
     ),
+    ("cut mid-body", {"body": HEALTHY, "cut": True}, "ERR_PROM_BAD_RESPONSE"),
+    (
+        "partial answer",
+        {"body": vector(({"namespace": "shop", "deployment": "web"}, "0.30"), warnings=["down"])},
+        "ERR_PROM_PARTIAL",
+    ),
     (
         "query timeout",
         {"body": error("timeout", "query timed out"), "status": 503},
@@ -88,22 +94,25 @@ def test_fault_never_fires_logs_its_code_once_and_recovers(
     assert events.count("prometheus_query_recovered") == (0 if answer is None else 1)
 
 
-def test_partial_data_with_warnings_is_used_and_logged() -> None:
-    """Partial data with warnings: the values are judged (a real breach fires) and the
-    warning is logged."""
-    out = io.StringIO()
-    configure_logging(fmt="json", stream=out)
+def test_a_partial_breach_is_judged_by_on_error() -> None:
+    """A breaching value in a partial answer does not fire under on_error: hold; it is
+    judged as the operator chose, with its own reason (before: a clean breach)."""
+    partial = vector(({"namespace": "shop", "deployment": "web"}, "0.30"), warnings=["down"])
     with PrometheusStub() as stub:
-        stub.answer(
-            vector(
-                ({"namespace": "shop", "deployment": "web"}, "0.30"),
-                warnings=["some store was unreachable"],
-            )
-        )
+        stub.answer(partial)
         run, _ = runner(stub.url)
-        (verdict,) = asyncio.run(run.run())
-    assert verdict.state is RuleState.FIRING
-    assert any('"prometheus_warnings"' in line for line in out.getvalue().splitlines())
+        first = asyncio.run(run.run())
+        stub.answer(BREACHING)
+        (firing,) = asyncio.run(run.run())
+        stub.answer(partial)
+        (held,) = asyncio.run(run.run())
+    assert all(v.state is not RuleState.FIRING for v in first)
+    assert firing.state is RuleState.FIRING
+    assert (held.reason, held.error_code, held.breaching) == (
+        Reason.PARTIAL,
+        "ERR_PROM_PARTIAL",
+        None,
+    )
 
 
 def test_nan_is_no_data_never_a_breach() -> None:

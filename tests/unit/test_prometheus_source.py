@@ -144,15 +144,66 @@ def test_closed_port_is_unreachable() -> None:
     assert url in exc.message
 
 
-def test_warnings_are_logged_and_kept(stub: PrometheusStub) -> None:
-    """Partial data comes with warnings: the values are used and the warning is logged."""
+def test_an_answer_with_warnings_is_partial_not_clean(stub: PrometheusStub) -> None:
+    """Partial data (a Thanos store down) is ERR_PROM_PARTIAL, judged by on_error, and the
+    warning is logged (before: it was used as a clean answer)."""
     out = io.StringIO()
     configure_logging(fmt="json", stream=out)
-    stub.answer(vector(({"namespace": "a", "deployment": "b"}, "1"), warnings=["partial"]))
-    result = query(stub.url)
-    assert result.warnings == ("partial",)  # type: ignore[attr-defined]
+    stub.answer(vector(({"namespace": "a", "deployment": "b"}, "1"), warnings=["store down"]))
+    exc = failure(stub.url)
+    assert exc.code == "ERR_PROM_PARTIAL"
+    assert "store down" in exc.message
     logged = [json.loads(line) for line in out.getvalue().splitlines()]
     assert any(line["event"] == "prometheus_warnings" for line in logged)
+
+
+def test_an_answer_cut_mid_body_is_a_bad_response(stub: PrometheusStub) -> None:
+    """A chunked answer cut off mid-way is ERR_PROM_BAD_RESPONSE, not a traceback."""
+    stub.answer(vector(({"namespace": "a", "deployment": "b"}, "1")), cut=True)
+    exc = failure(stub.url)
+    assert exc.code == "ERR_PROM_BAD_RESPONSE"
+    assert "cut off" in exc.message
+
+
+def test_credentials_are_read_at_every_query(stub: PrometheusStub, tmp_path: Path) -> None:
+    """One running source sends a rotated token or password on its next query (before:
+    read once at start-up, so a rotation made rollbackd blind); a file gone is
+    ERR_PROM_CREDENTIALS, and no query goes out without credentials."""
+    token, password = tmp_path / "token", tmp_path / "password"
+    token.write_text("first-token\n")
+    password.write_text("first-pw")
+    sources = [
+        PrometheusSource(PrometheusSettings(url=stub.url, bearer_token_file=str(token))),
+        PrometheusSource(
+            PrometheusSettings.model_validate(
+                {"url": stub.url, "basic_auth": {"username": "rb", "password_file": str(password)}}
+            )
+        ),
+    ]
+
+    async def once(source: PrometheusSource) -> None:
+        await source.query("ratio", target_labels=LABELS)
+
+    for source in sources:
+        asyncio.run(once(source))
+    token.write_text("rotated-token\n")
+    password.write_text("rotated-pw")
+    for source in sources:
+        asyncio.run(once(source))
+    token.unlink()
+    password.write_text("")
+    for source in sources:
+        with pytest.raises(PrometheusError) as caught:
+            asyncio.run(once(source))
+        assert caught.value.code == "ERR_PROM_CREDENTIALS"
+        source.close()
+    sent = [r.headers["Authorization"] for r in stub.requests]
+    assert sent == [
+        "Bearer first-token",
+        "Basic " + base64.b64encode(b"rb:first-pw").decode(),
+        "Bearer rotated-token",
+        "Basic " + base64.b64encode(b"rb:rotated-pw").decode(),
+    ]
 
 
 def test_bearer_token_file_is_sent_and_reread(stub: PrometheusStub, tmp_path: Path) -> None:
