@@ -46,7 +46,8 @@ into the core.
     │   ├── DingTalkKeywordMissing         ERR_DINGTALK_KEYWORD_MISSING
     │   ├── DingTalkRobotDisabled          ERR_DINGTALK_ROBOT_DISABLED
     │   ├── DingTalkBusy                   ERR_DINGTALK_BUSY
-    │   └── DingTalkRejected               ERR_DINGTALK_REJECTED
+    │   ├── DingTalkRejected               ERR_DINGTALK_REJECTED
+    │   └── DingTalkUnexpected             ERR_DINGTALK_UNEXPECTED
     ├── NotificationError                  ERR_NOTIFY_FAILED
     │   └── TemplateFailed                 ERR_NOTIFY_TEMPLATE
     └── WebhookError                       ERR_WEBHOOK_FAILED
@@ -379,6 +380,14 @@ class DingTalkRejected(DingTalkError):
     """DingTalk refused this message for good (content, size, IP allow list, unknown code)."""
 
     code = "ERR_DINGTALK_REJECTED"
+
+
+class DingTalkUnexpected(DingTalkError):
+    """Sending failed in a way nobody foresaw (an odd answer, a bug): logged with its
+    traceback and retried like a transient failure, so the robot's queue keeps going."""
+
+    code = "ERR_DINGTALK_UNEXPECTED"
+    transient = True
 
 
 # --- notifications ------------------------------------------------------------------

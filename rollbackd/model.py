@@ -168,3 +168,13 @@ class Message:
     text: str
     labels: dict[str, str] = field(default_factory=dict)
     problem: str = ""  # why the built-in plain text was used instead of the template
+    entries: tuple[Entry, ...] = ()  # each incident's latest state, what a digest keeps
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One incident as a digest line: the events it went through and its latest outcome."""
+
+    incident: str
+    events: tuple[str, ...]
+    line: str  # markdown, already escaped

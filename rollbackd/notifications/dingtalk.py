@@ -7,7 +7,8 @@ alone means a bad signature, a missing keyword, a stale timestamp or an IP allow
 
 App robot (OpenAPI): an access token from appKey/appSecret, cached until five minutes
 before it expires, fetched by one caller at a time; a token refused mid-way is dropped,
-fetched again once, and the send retried once. Group messages use ``sampleMarkdown``.
+fetched again once, and the send retried once. A 5xx or 429 from the token endpoint is
+transient (retried by the outbox), not a bad secret. Group messages use ``sampleMarkdown``.
 
 Neither the webhook URL, its token, the secret nor a signature is ever logged.
 """
@@ -205,6 +206,10 @@ class AppRobotSender:
                 raise DingTalkUnreachable(f"robot {robot.name}: {type(exc).__name__}") from None
             self.token_fetches += 1
             body = _json(answer)
+            if answer.status_code >= 500 or answer.status_code == 429:
+                raise DingTalkBusy(  # the token endpoint is down, not the app's secret wrong
+                    f"robot {robot.name}: token endpoint answered HTTP {answer.status_code}"
+                )
             if answer.status_code != 200 or "accessToken" not in body:
                 raise DingTalkBadToken(
                     f"robot {robot.name}: token refused: HTTP {answer.status_code} "

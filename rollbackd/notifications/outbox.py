@@ -9,7 +9,13 @@ folds its oldest messages into a summary instead of dropping them.
 Failures: transient ones (network, 5xx, errcode -1) are retried with exponential backoff
 and full jitter; a rate-limit answer pauses the robot for at least a minute, longer if it
 persists; permanent ones (bad token, bad signature, disabled robot) are not retried, and are
-logged with their code and incident ids and counted in ``notifications_total``.
+logged with their code and incident ids and counted in ``notifications_total``. Anything
+unexpected (a sender bug, an answer nobody foresaw) is logged with its traceback and
+retried like a transient failure; ``run`` restarts its loop if the loop itself fails, with
+the queue intact, so a robot never goes silent for the life of the process.
+
+A replica that becomes the leader starts with an empty bucket (``lead``): the previous
+leader may have just spent a full burst, and together they stay within DingTalk's limit.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from rollbackd.errors import DingTalkError, DingTalkRateLimited
+from rollbackd.errors import DingTalkError, DingTalkRateLimited, DingTalkUnexpected
 from rollbackd.model import Incident, Message
 from rollbackd.notifications.render import MAX_BYTES, Renderer
 from rollbackd.ports import Clock, Notifier
@@ -61,6 +67,11 @@ class TokenBucket:
 
     def take(self) -> None:
         self._tokens -= 1
+
+    def empty(self) -> None:
+        """No tokens now; they refill at the usual rate."""
+        self.wait_time()
+        self._tokens = min(self._tokens, 0.0)
 
     def available(self) -> int:
         """Whole tokens available now."""
@@ -144,7 +155,21 @@ class Outbox:
             return False
         return True
 
+    def lead(self) -> None:
+        """This replica now speaks for rollbackd: start as if a burst was just sent."""
+        self._bucket.empty()
+
     async def run(self) -> None:
+        """Send forever; a failure of the loop itself is logged and the loop restarted."""
+        while True:
+            try:
+                await self._send_all()
+            except Exception:  # supervision: the queue stays, the robot keeps sending
+                log.exception("notification_loop_failed", robot=self.name)
+                self._failures += 1
+                await self._sleep(self._rng() * min(2.0 * 2.0 ** min(self._failures, 8), 60.0))
+
+    async def _send_all(self) -> None:
         while True:
             if not self._pending:
                 self._idle.set()
@@ -176,7 +201,13 @@ class Outbox:
     async def _deliver(self, outgoing: _Pending, batch: list[_Pending]) -> None:
         message = outgoing.message
         try:
-            await self.sender.send(message, at_all=outgoing.at_all)
+            try:
+                await self.sender.send(message, at_all=outgoing.at_all)
+            except DingTalkError:
+                raise
+            except Exception as exc:  # unforeseen: retried as transient, with its traceback
+                log.exception("notification_failed_unexpectedly", robot=self.name)
+                raise DingTalkUnexpected(f"robot {self.name}: {type(exc).__name__}") from exc
         except DingTalkError as exc:
             self._telemetry.notifications.labels(self.name, exc.code).inc()
             if not exc.transient:
@@ -287,3 +318,8 @@ class Notifications:
     async def drain(self, deadline: float) -> bool:
         results = await asyncio.gather(*(o.drain(deadline) for o in self._outboxes.values()))
         return all(results)
+
+    def lead(self) -> None:
+        """This replica became the leader: every robot starts with an empty bucket."""
+        for outbox in self._outboxes.values():
+            outbox.lead()

@@ -5,11 +5,18 @@ Built-in templates live beside this module as ``<event>.<language>.md.j2``; an o
 shows the incident id, the Deployment, the rule with its value against the threshold, since
 when, the revisions and images, the decision's reason, a DRY-RUN mark when so, and a link to
 the rule's graph in Prometheus. Pure: no I/O beyond reading templates once.
+
+Every value that comes from outside rollbackd (alert labels and annotations, names, notes,
+images) reaches a template escaped (``escape_markdown``): one line, markdown punctuation
+backslash-escaped as CommonMark reads it, ``@`` broken so that it mentions no one. A label
+cannot become a heading, a link, an image or a mention in an on-call group.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 import traceback
 import urllib.parse
 from datetime import UTC, datetime
@@ -18,7 +25,7 @@ from pathlib import Path
 import jinja2
 
 from rollbackd.errors import TemplateFailed
-from rollbackd.model import Event, Incident, Message, Target
+from rollbackd.model import Entry, Event, Incident, Message, Target
 
 MAX_BYTES = 20_000
 """DingTalk refuses a body over 20,000 UTF-8 bytes; text is cut below it with a marker."""
@@ -45,6 +52,38 @@ _TITLES = {
         Event.OUTAGE: "大面积异常，不回滚",
     },
 }
+
+
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]{}()#!<>|~])")
+_URL_UNSAFE = re.compile(r"[\s()<>\[\]]")
+
+
+def escape_markdown(value: str) -> str:
+    """``value`` as literal text in DingTalk markdown: one line, punctuation escaped, and
+    ``@`` followed by a zero-width space so that ``@13800000000`` mentions nobody."""
+    flat = " ".join(value.splitlines())
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", flat).replace("@", "@\u200b")
+
+
+def _safe_url(value: str) -> str:
+    """A link target that cannot close the markdown link around it."""
+    return _URL_UNSAFE.sub(lambda m: urllib.parse.quote(m.group(0)), value)
+
+
+def _escaped(incident: Incident) -> Incident:
+    """The incident as templates see it: every outside value escaped for markdown."""
+    text = escape_markdown
+    return dataclasses.replace(
+        incident,
+        target=Target(text(incident.target.namespace), text(incident.target.deployment)),
+        rule=text(incident.rule),
+        reason=text(incident.reason),
+        note=text(incident.note),
+        from_images=tuple(text(image) for image in incident.from_images),
+        to_images=tuple(text(image) for image in incident.to_images),
+        graph_url=_safe_url(incident.graph_url),
+        labels={text(key): text(value) for key, value in incident.labels.items()},
+    )
 
 
 def graph_url(prometheus_url: str, expr: str) -> str:
@@ -165,16 +204,17 @@ class Renderer:
         Rendering never fails the caller: a message is always produced, and ``problem``
         carries the template's error with its code so that it is logged and fixed.
         """
+        safe = _escaped(incident)
         problem = ""
         try:
-            text = self.render_text(incident)
+            text = self.render_text(safe)
         except Exception as exc:  # any failure of an operator's template falls back
             problem = f"{TemplateFailed.code}: {type(exc).__name__}: {exc}"
-            text = plain_text(incident, code=TemplateFailed.code)
+            text = plain_text(safe, code=TemplateFailed.code)
         title = (
             f"{'[DRY-RUN] ' if incident.dry_run else ''}{_TITLES[self.language][incident.event]}"
         )
-        title += f" {incident.target}"
+        title += f" {safe.target}"
         return Message(
             incidents=(incident.id,),
             event=str(incident.event),
@@ -186,6 +226,7 @@ class Renderer:
                 **incident.labels,
             },
             problem=problem,
+            entries=(Entry(incident.id, (str(incident.event),), _outcome(title, safe)),),
         )
 
     def render_text(self, incident: Incident) -> str:
@@ -197,28 +238,68 @@ class Renderer:
         """Many messages as few, each under ``limit`` bytes, together naming every incident.
 
         Used when a robot is backed up: one DingTalk message can carry dozens of incidents.
+        Each incident keeps one line with its latest outcome and the events it went
+        through; a digest of digests keeps the same, so nothing is reduced to a title.
         """
-        lines = [f"- {m.title} ({', '.join(m.incidents)})" for m in messages]
-        owners = [m.incidents for m in messages]
+        latest: dict[str, Entry] = {}
+        for number, message in enumerate(messages):
+            for entry in message.entries or (Entry("", (message.event,), message.title),):
+                key = entry.incident or f"#{number}"
+                before = latest.pop(key, None)
+                events = entry.events if before is None else _joined(before.events, entry.events)
+                latest[key] = Entry(entry.incident, events, entry.line)
+        lines: list[tuple[str, Entry | None]] = [
+            (self._digest_line(entry), entry) for entry in latest.values()
+        ]
         if dropped:
             more = f"- … {dropped} more" if self.language == "en" else f"- ……另有 {dropped} 条"
-            lines.append(more)
-            owners.append(())
-        chunks: list[tuple[list[str], list[str]]] = [([], [])]
-        for line, incidents in zip(lines, owners, strict=True):
-            body, ids = chunks[-1]
+            lines.append((more, None))
+        chunks: list[tuple[list[str], list[Entry]]] = [([], [])]
+        for line, owner in lines:
+            body, kept = chunks[-1]
             if body and len(("\n".join([*body, line])).encode()) > limit - 200:
                 chunks.append(([], []))
-                body, ids = chunks[-1]
+                body, kept = chunks[-1]
             body.append(line)
-            ids.extend(incidents)
+            if owner is not None:
+                kept.append(owner)
         result = []
-        for body, ids in chunks:
-            unique = tuple(dict.fromkeys(ids))
+        for body, kept in chunks:
+            ids = tuple(dict.fromkeys(e.incident for e in kept if e.incident))
             if self.language == "zh":
-                head = f"汇总：{len(body)} 条通知，{len(unique)} 个事件"
+                head = f"汇总：{len(body)} 条通知，{len(ids)} 个事件"
             else:
-                head = f"Digest: {len(body)} messages, {len(unique)} incidents"
+                head = f"Digest: {len(body)} messages, {len(ids)} incidents"
             text = "\n".join([f"### {head}", "", *body]) + "\n"
-            result.append(Message(unique, "digest", head, text))
+            result.append(Message(ids, "digest", head, text, entries=tuple(kept)))
         return result
+
+    def _digest_line(self, entry: Entry) -> str:
+        line = f"- {entry.line}" + (f" ({entry.incident})" if entry.incident else "")
+        if len(entry.events) > 1:
+            titles = _TITLES[self.language]
+            path = [titles[Event(e)] if e in _EVENTS else e for e in entry.events]
+            line += f" · {' → '.join(path)}"
+        return line
+
+
+_EVENTS = {str(event) for event in Event}
+
+
+def _joined(first: tuple[str, ...], then: tuple[str, ...]) -> tuple[str, ...]:
+    """Two event paths as one, without repeating the event where they meet."""
+    if first and then and first[-1] == then[0]:
+        return (*first, *then[1:])
+    return (*first, *then)
+
+
+def _outcome(title: str, safe: Incident) -> str:
+    """The incident in one line: what happened, and why."""
+    line = title
+    if safe.rule and safe.value is not None:
+        line += f": {safe.rule} {_number(safe.value)} {safe.op} {_number(safe.threshold)}"
+    if safe.from_revision and safe.to_revision:
+        line += f", revision {safe.from_revision} → {safe.to_revision}"
+    if safe.reason:
+        line += f" — {safe.reason}"
+    return line

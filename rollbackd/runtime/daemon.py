@@ -184,6 +184,7 @@ class Daemon:
         if leading == self.incidents.state.leading:
             return False
         if leading:
+            self.notifications.lead()  # the last leader may have just spent a burst
             await self.runner.seed()
         await self.incidents.lead(leading)
         return leading

@@ -39,8 +39,9 @@ SKEW_SECONDS = 3600
 
 @dataclass
 class Script:
-    """A scripted answer: ``status`` HTTP code, or errcode/errmsg, for ``times`` requests or
-    until ``until`` on the fake's clock, after ``delay`` seconds."""
+    """A scripted answer: ``status`` HTTP code, or errcode/errmsg, or ``raw`` bytes, for
+    ``times`` requests or until ``until`` on the fake's clock, after ``delay`` seconds, on
+    ``path`` (the group robot's by default; the app robot's token or send endpoint too)."""
 
     status: int = 200
     errcode: int = 0
@@ -48,6 +49,8 @@ class Script:
     times: int = 0
     until: float = 0.0
     delay: float = 0.0  # seconds (real time) before answering: a slow robot
+    raw: bytes = b""  # an answer body as is, e.g. one nobody foresaw
+    path: str = "/robot/send"
 
 
 @dataclass
@@ -85,8 +88,8 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: messages are recorded, not logged."""
 
-    def _json(self, status: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body, ensure_ascii=False).encode()
+    def _json(self, status: int, body: dict[str, Any] | bytes) -> None:
+        data = body if isinstance(body, bytes) else json.dumps(body, ensure_ascii=False).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json;charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -97,7 +100,15 @@ class _Handler(BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length)
-        if url.path == "/robot/send":
+        with self.state.lock:
+            script = self._scripted(url.path)
+        if script is not None and script.delay:
+            time.sleep(script.delay)  # slow, and then as scripted or as usual
+        if script is not None and (script.status != 200 or script.raw):
+            self._json(script.status, script.raw or {"message": "scripted failure"})
+        elif script is not None and script.errcode != 0:
+            self._json(200, {"errcode": script.errcode, "errmsg": script.errmsg})
+        elif url.path == "/robot/send":
             self._robot(dict(urllib.parse.parse_qsl(url.query)), raw)
         elif url.path == "/v1.0/oauth2/accessToken":
             self._token(raw)
@@ -106,9 +117,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(404, {"code": "resource.not.found", "message": url.path})
 
-    def _scripted(self) -> Script | None:
+    def _scripted(self, path: str) -> Script | None:
         now = self.state.clock()
         for script in self.state.scripts:
+            if script.path != path:
+                continue
             if script.times > 0:
                 script.times -= 1
                 return script
@@ -118,16 +131,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _robot(self, query: dict[str, str], raw: bytes) -> None:
         state = self.state
-        with state.lock:
-            script = self._scripted()
-        if script is not None and script.delay:
-            time.sleep(script.delay)  # slow, and then as scripted or as usual
-        if script is not None and script.status != 200:
-            self._json(script.status, {"message": "scripted failure"})
-            return
-        if script is not None and script.errcode != 0:
-            self._json(200, {"errcode": script.errcode, "errmsg": script.errmsg})
-            return
         with state.lock:
             answer = self._check(query, raw)
         self._json(200, answer)
