@@ -8,9 +8,12 @@ import asyncio
 import io
 import json
 import re
+from pathlib import Path
+from typing import Any
 
 import httpx
 
+from rollbackd.incidents import lifecycle as core
 from rollbackd.model import Event
 from rollbackd.notifications.dingtalk import AppRobotSender, WebhookRobotSender
 from rollbackd.notifications.outbox import Notifications, Outbox
@@ -21,7 +24,11 @@ from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import AppRobot, NotificationSettings
 from rollbackd.testing.clock import FakeClock
 from rollbackd.testing.dingtalk import FakeDingTalk, Script
+from tests.conftest import alertmanager_settings
 from tests.integration.test_dingtalk import SECRET, TOKEN, incident, webhook_robot
+from tests.integration.test_http_surface import body, post
+from tests.unit.test_alertmanager_signals import ALERT
+from tests.unit.test_incident_cases import assess_all, leader, run
 
 RENDERER = Renderer("en")
 LIFE = (Event.BREACH, Event.ROLLBACK_STARTED, Event.ROLLBACK_SUCCEEDED)
@@ -220,3 +227,53 @@ def test_shutdown_says_what_it_could_not_send() -> None:
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     (left,) = [e for e in events if e["event"] == "notifications_not_drained"]
     assert set(left["incidents"]) == {incident(n).id for n in range(3)}
+
+
+def test_alert_labels_cannot_inject_markdown(make_receiver: Any, tmp_path: Path) -> None:
+    """An alert whose labels hold a heading, a link, an image and an @mobile reaches the
+    on-call group as literal text, through the receiver, the incident core and the robot
+    (before: rendered raw, so a label could post a link or mention someone)."""
+    evil = "# Heading\n![img](http://evil.example/x.png) [click](http://evil.example) @13800000000"
+    (tmp_path / "breach.en.md.j2").write_text("{{ i.rule }}\n\n{{ i.labels.summary }}\n")
+    receiver = make_receiver(
+        settings=alertmanager_settings(
+            triggers=[{"match_re": {"alertname": ".*"}, "pending_for": "2m"}]
+        )
+    )
+    labels = {**ALERT["labels"], "alertname": "X](http://evil.example)", "summary": evil}
+    answer = post(receiver, body({**ALERT, "labels": labels}))
+    assert answer.status_code == 200
+    receiver.drain()
+    (verdict,) = receiver.verdicts
+    state, effects = run(leader(), [core.Signals((verdict,))])
+    _, effects = assess_all(state, effects)
+    (breach,) = [e.facts for e in effects if isinstance(e, core.Say)][:1]
+    clock = FakeClock(start=1_800_000_000)
+    renderer = Renderer("en", str(tmp_path))
+
+    async def scenario(fake: FakeDingTalk) -> bool:
+        async with httpx.AsyncClient() as client:
+            sender = WebhookRobotSender(
+                webhook_robot(fake.robot(TOKEN, secret=SECRET)),
+                client,
+                clock_ms=lambda: int(clock.wall_seconds() * 1000),
+            )
+            outbox = outbox_for(sender, clock, Telemetry())
+            robot = {
+                "name": "oncall",
+                "kind": "webhook",
+                "url": sender.robot.url.get_secret_value(),
+            }
+            settings = NotificationSettings.model_validate({"language": "en", "robots": [robot]})
+            Notifications(settings, renderer, {"oncall": outbox}).notify(breach)
+            return await delivered(outbox, 10)
+
+    with FakeDingTalk(clock=clock.wall_seconds) as fake:
+        assert asyncio.run(scenario(fake))
+        (message,) = fake.messages
+    text = message["body"]["markdown"]["text"]
+    assert "Heading" in text
+    assert "13800000000" in text
+    for raw in ("](http://evil", "![", "@13800000000", "\n#"):
+        assert raw not in text, (raw, text)
+    assert not message["body"]["at"]["atMobiles"]
