@@ -27,7 +27,7 @@ from rollbackd.rollbacks.plan import rollout_history, selector_of, situation_of
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.daemon import run_daemon
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
-from rollbackd.runtime.logs import configure_logging
+from rollbackd.runtime.logs import REDACTOR, configure_logging
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import (
     Settings,
@@ -54,14 +54,26 @@ config_option = click.option(
 )
 
 
+def echo(text: str, *, err: bool = False, nl: bool = True) -> None:
+    """Print for the operator, with every known secret masked (logs get the same)."""
+    click.echo(REDACTOR.text(text), err=err, nl=nl)
+
+
 def load_or_exit(file: str) -> Settings:
-    """Load the configuration, or print every problem and exit with status 2."""
+    """Load the configuration, or print every problem and exit with status 2.
+
+    Whatever the file may hold as a secret is masked in what is printed, even when it
+    was put in a key that is not secret (a token where a path belongs, say).
+    """
     try:
-        return load_settings(file)
+        settings = load_settings(file)
     except ConfigError as exc:
+        REDACTOR.add(exc.secrets)
         for line in exc.lines():
-            click.echo(line, err=True)
+            echo(line, err=True)
         sys.exit(EXIT_BAD_CONFIG)
+    REDACTOR.add(settings.secret_values())
+    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,24 +89,22 @@ def check_config(file: str, print_: bool) -> None:
     """Validate FILE offline; print every problem as FILE:LINE: key.path: message."""
     settings = load_or_exit(file)
     for loc, message in warnings_of(settings):
-        click.echo(
-            f"{file}:{key_line(file, loc)}: {render_path(loc)}: warning: {message}", err=True
-        )
+        echo(f"{file}:{key_line(file, loc)}: {render_path(loc)}: warning: {message}", err=True)
     notifications = settings.notifications
     failed = template_problems(notifications.language, notifications.templates_dir)
     for template, line, problem in failed:
-        click.echo(
+        echo(
             f"{template}:{line}: notifications.templates_dir: {problem} [{TemplateFailed.code}]",
             err=True,
         )
     if failed:
         sys.exit(EXIT_BAD_CONFIG)
     if print_:
-        click.echo(redacted_yaml(settings), nl=False)
+        echo(redacted_yaml(settings), nl=False)
     else:
         rules = len(settings.rules)
         robots = len(settings.notifications.robots)
-        click.echo(f"{file}: valid ({rules} rules, {robots} robots)")
+        echo(f"{file}: valid ({rules} rules, {robots} robots)")
 
 
 @main.command("eval")
@@ -108,9 +118,9 @@ def eval_(config_file: str, output: str) -> None:
     )
     rows, failed = asyncio.run(evaluate_once(settings))
     if output == "json":
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        echo(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
-        click.echo(render_table(rows, EVAL_COLUMNS))
+        echo(render_table(rows, EVAL_COLUMNS))
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
 
 
@@ -170,7 +180,7 @@ async def evaluate_once(settings: Settings) -> tuple[list[dict[str, object]], bo
             row.update(reason=failure.code, error=failure.message)
         rows.append(row)
     for problem in problems:
-        click.echo(problem, err=True)
+        echo(problem, err=True)
     return rows, bool(runner.failures or problems)
 
 
@@ -251,12 +261,12 @@ def history(target: Target, config_file: str, output: str) -> None:
     try:
         rows = asyncio.run(history_rows(settings, target))
     except RollbackdError as exc:
-        click.echo(f"{target}: {exc}", err=True)
+        echo(f"{target}: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     if output == "json":
-        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        echo(json.dumps(rows, indent=2, ensure_ascii=False))
     else:
-        click.echo(render_table(rows, HISTORY_COLUMNS))
+        echo(render_table(rows, HISTORY_COLUMNS))
 
 
 async def manual_rollback(
@@ -338,10 +348,10 @@ def rollback(
             )
         )
     except RollbackdError as exc:
-        click.echo(f"{target}: rollback failed: {exc}", err=True)
+        echo(f"{target}: rollback failed: {exc}", err=True)
         sys.exit(EXIT_FAILED)
-    click.echo(f"{target}: {result.outcome}: {result.message} [{result.code}]")
-    click.echo(f"incident {result.request.incident}")
+    echo(f"{target}: {result.outcome}: {result.message} [{result.code}]")
+    echo(f"incident {result.request.incident}")
     sys.exit(EXIT_FAILED if result.outcome is Outcome.FAILED else EXIT_OK)
 
 
@@ -383,7 +393,7 @@ def notify_test(config_file: str, robot_name: str | None) -> None:
     )
     names = [r.name for r in settings.notifications.robots if robot_name in (None, r.name)]
     if not names:
-        click.echo(
+        echo(
             f"{config_file}: no robot {'named ' + robot_name if robot_name else ''} configured",
             err=True,
         )
@@ -393,9 +403,9 @@ def notify_test(config_file: str, robot_name: str | None) -> None:
         kind = next(r.kind for r in settings.notifications.robots if r.name == name)
         if error:
             failed = True
-            click.echo(f"{name}: failed: {error}")
+            echo(f"{name}: failed: {error}")
         else:
-            click.echo(f"{name}: ok{' (errcode 0)' if kind == 'webhook' else ''}")
+            echo(f"{name}: ok{' (errcode 0)' if kind == 'webhook' else ''}")
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
 
 
@@ -409,7 +419,7 @@ def run(config_file: str, dry_run: bool, once: bool) -> None:
     try:
         code = run_daemon(settings, config_file=config_file, once=once, dry_run=dry_run)
     except RollbackdError as exc:
-        click.echo(f"rollbackd: fatal: {exc}", err=True)
+        echo(f"rollbackd: fatal: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     sys.exit(code)
 

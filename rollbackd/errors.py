@@ -108,10 +108,15 @@ class ConfigError(RollbackdError):
 
     code = "ERR_CONFIG_INVALID"
 
-    def __init__(self, file: str, problems: list[ConfigProblem]) -> None:
+    def __init__(
+        self, file: str, problems: list[ConfigProblem], *, secrets: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(f"{file}: {len(problems)} problem(s) in the configuration")
         self.file = file
         self.problems = sorted(problems, key=lambda p: (p.line or 0, p.path))
+        self.secrets = secrets
+        """Values the file holds that may be secret (from ${VAR}, secret keys, secret
+        files): whoever prints the problems masks them, wherever they were put."""
 
     def lines(self) -> list[str]:
         return [problem.render(self.file) for problem in self.problems]

@@ -778,6 +778,41 @@ def _expand_env(
     return _ENV_RE.sub(substitute, node)
 
 
+_SECRET_KEY_RE = re.compile(r"(token|secret|password|app_key)(_file)?$")
+
+
+def _possible_secrets(
+    raw: object, expanded: object, environ: Mapping[str, str], base: Path
+) -> tuple[str, ...]:
+    """Whatever in a configuration may be secret, wherever it was put: every ${VAR} value
+    used, every value of a secret key, and the content of every secret file it names."""
+    found: set[str] = set()
+    for _, text in _leaves(raw):
+        found |= {environ[name] for name in _ENV_RE.findall(text) if environ.get(name)}
+    for key, text in _leaves(expanded):
+        match = _SECRET_KEY_RE.search(key)
+        if match is None:
+            continue
+        found.add(text)
+        if match.group(2):  # a *_file key: the file holds the secret
+            file = Path(text) if Path(text).is_absolute() else base / text
+            with contextlib.suppress(SecretUnavailable):
+                found.add(read_secret_file(str(file)))
+    return tuple(sorted(value for value in found if value))
+
+
+def _leaves(node: object, key: str = "") -> Iterator[tuple[str, str]]:
+    """(key, value) of every string in a YAML document; list items keep their list's key."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            yield from _leaves(value, str(name))
+    elif isinstance(node, list):
+        for item in node:
+            yield from _leaves(item, key)
+    elif isinstance(node, str):
+        yield key, node
+
+
 def _schema_fields(model: type[BaseModel]) -> list[str]:
     return [info.alias or name for name, info in model.model_fields.items()]
 
@@ -968,7 +1003,8 @@ def load_settings(file: str | Path, *, environ: Mapping[str, str] | None = None)
     except ValidationError as exc:
         problems += _problems_from(exc, raw, lines)
     if problems or settings is None:
-        raise ConfigError(name, problems)
+        secrets = _possible_secrets(raw, expanded, environ, path.resolve().parent)
+        raise ConfigError(name, problems, secrets=secrets)
     return settings
 
 

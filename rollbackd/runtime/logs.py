@@ -4,17 +4,20 @@ Every line carries the context bound with ``bind_contextvars`` (``incident_id``,
 ``namespace``, ``deployment``, ``rule``). A redaction processor masks secrets by key
 name, by the shape of well-known tokens in text (DingTalk ``access_token``/``sign``
 query parameters, ``Bearer`` headers) and by value, for every secret the loaded
-configuration holds. Standard-library loggers (kubernetes, urllib3, uvicorn,
-apscheduler) go through the same processors.
+configuration holds, also URL-encoded and in Base64. The CLI prints through the same
+redactor, so no command shows a secret either. Standard-library loggers (kubernetes,
+urllib3, uvicorn, apscheduler) go through the same processors.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Literal, TextIO
+from urllib.parse import quote, quote_plus
 
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
@@ -39,9 +42,16 @@ class Redactor:
         self.add(secrets)
 
     def add(self, secrets: Iterable[str]) -> None:
-        # Very short values would mask ordinary words; real secrets are longer.
-        merged = {*self._secrets, *(s for s in secrets if len(s) >= 6)}
-        self._secrets = sorted(merged, key=len, reverse=True)
+        """Mask these values from now on, as written and as they travel: URL-encoded (a
+        query parameter) and Base64 (basic auth)."""
+        forms = set()
+        for secret in secrets:
+            if len(secret) < 6:  # very short values would mask ordinary words
+                continue
+            encoded = base64.b64encode(secret.encode()).decode()
+            forms |= {secret, quote(secret, safe=""), quote_plus(secret), encoded}
+            forms.add(encoded.rstrip("="))
+        self._secrets = sorted({*self._secrets, *forms}, key=len, reverse=True)
 
     def text(self, value: str) -> str:
         for secret in self._secrets:
