@@ -6,7 +6,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
+import os
 import queue
+import re
 import socket
 import subprocess
 import sys
@@ -14,11 +16,17 @@ import textwrap
 import threading
 import time
 import tracemalloc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from random import Random
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from rollbackd.errors import ConfigError
@@ -414,3 +422,149 @@ def _flood_at_the_file_limit(process: subprocess.Popen[str]) -> list[str]:
         while True:
             output.append(lines.get(timeout=0.5))
     return output
+
+
+# --- generated bodies: no 5xx, no valid alert lost, memory bounded ---------------------
+
+_names = st.sampled_from(["web", "api", "shop", "a-1", "payments-v2", "x9"])
+_keys = st.sampled_from(["severity", "team", "summary", "描述", "le", ""])
+_text = st.text(max_size=20)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | _text,
+    lambda inner: st.lists(inner, max_size=2) | st.dictionaries(_keys, inner, max_size=2),
+    max_leaves=4,
+)
+_zones = st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5))])
+_aware = st.datetimes(
+    min_value=datetime(1971, 1, 1), max_value=datetime(8999, 1, 1), timezones=_zones
+)
+
+
+@st.composite
+def _valid_alert(draw: st.DrawFn) -> dict[str, Any]:
+    labels = draw(st.dictionaries(_keys, _text, max_size=2))
+    labels.update(alertname="HighErrorRate", namespace=draw(_names), deployment=draw(_names))
+    return {
+        "status": draw(st.sampled_from(["firing", "resolved"])),
+        "labels": labels,
+        "annotations": draw(st.dictionaries(_keys, _text, max_size=2)),
+        "startsAt": draw(_aware).isoformat(),
+        **draw(st.dictionaries(st.sampled_from(["extra", "future"]), _json, max_size=1)),
+    }
+
+
+_invalid_alert = st.one_of(
+    _valid_alert().map(lambda a: {**a, "startsAt": a["startsAt"][:19]}),  # no timezone
+    _valid_alert().map(lambda a: {**a, "labels": {**a["labels"], "n": 1}}),
+    _valid_alert().map(lambda a: {**a, "status": "pending"}),
+    _valid_alert().map(lambda a: {**a, "startsAt": "0001-01-01T00:00:00Z"}),
+    _valid_alert().map(lambda a: {k: v for k, v in a.items() if k != "labels"}),
+    _json,
+)
+_alert = st.one_of(
+    _valid_alert().map(lambda a: (True, a)), _invalid_alert.map(lambda a: (False, a))
+)
+
+RECEIVER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from tests.conftest import start_receiver
+    receiver, stop = start_receiver()
+    Path(sys.argv[1]).write_text(receiver.url)
+    sys.stdin.readline()
+    stop()
+    """
+)
+
+
+@dataclass
+class Remote:
+    """A receiver in its own process, so that its memory is measured alone."""
+
+    url: str
+    pid: int
+    client: httpx.Client
+    baseline: int
+    verdicts: int = 0  # expected so far
+
+    def rss(self) -> int:
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        found = re.search(r"VmRSS:\s+(\d+) kB", status)
+        assert found is not None
+        return int(found.group(1)) * 1024
+
+    def acted(self) -> int:
+        """Alerts turned into verdicts so far, from rollbackd's own metric."""
+        text = self.client.get(f"{self.url}/metrics").text
+        pattern = r'^rollbackd_alertmanager_alerts_total\{action="rollback",status="\w+"\} (\S+)'
+        return int(sum(float(v) for v in re.findall(pattern, text, re.MULTILINE)))
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
+    where = tmp_path_factory.mktemp("remote") / "url"
+    with (
+        subprocess.Popen(
+            [sys.executable, "-c", RECEIVER, str(where)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd=Path(__file__).parents[2],
+        ) as process,
+        httpx.Client(timeout=10, headers=GOOD_HEADERS) as client,
+    ):
+        assert process.stdin is not None
+        deadline = time.monotonic() + 30
+        while not where.exists() or not where.read_text():
+            assert time.monotonic() < deadline, "the receiver did not start"
+            time.sleep(0.05)
+        remote = Remote(where.read_text(), process.pid, client, baseline=0)
+        remote.baseline = remote.rss()
+        yield remote
+        process.stdin.write("\n")
+        process.stdin.flush()
+
+
+BODIES_PER_EXAMPLE = 10
+
+
+@settings(
+    max_examples=int(os.environ.get("ROLLBACKD_INTAKE_EXAMPLES", "500")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    pool=st.lists(_alert, min_size=1, max_size=8),
+    picks=st.randoms(use_true_random=False),
+    envelope=st.dictionaries(st.sampled_from(["groupKey", "receiver", "y"]), _text, max_size=2),
+)
+def test_generated_payloads_answer_no_5xx_and_lose_no_valid_alert(
+    remote: Remote, pool: list[tuple[bool, Any]], picks: Random, envelope: dict[str, str]
+) -> None:
+    """5,000 generated payloads (500 examples of 10 bodies drawn from one pool of alerts)
+    mixing valid alerts with bad ones (no timezone, a number for a label, an unknown
+    status, any JSON): never a 5xx; a 200 names exactly the valid alerts and each becomes
+    a verdict; the receiver's RSS grows by less than 64 MB."""
+    for _ in range(BODIES_PER_EXAMPLE):
+        alerts = picks.sample(pool, k=picks.randint(0, len(pool)))
+        chosen = [
+            {**alert, "fingerprint": f"{time.monotonic_ns()}-{n}"} if valid else alert
+            for n, (valid, alert) in enumerate(alerts)
+        ]
+        valid = sum(1 for ok, _ in alerts if ok)
+        data = json.dumps({**envelope, "version": "4", "status": "firing", "alerts": chosen})
+        answer = remote.client.post(f"{remote.url}/api/v1/alertmanager", content=data.encode())
+        assert answer.status_code < 500, answer.text
+        if valid == 0 and chosen:
+            assert answer.status_code == 400, answer.text
+            continue
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["alerts"] == valid
+        remote.verdicts += valid
+    deadline = time.monotonic() + 5
+    while remote.acted() != remote.verdicts and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert remote.acted() == remote.verdicts
+    assert remote.rss() - remote.baseline < 64 * 1024 * 1024
