@@ -2,8 +2,9 @@
 
 ``post`` only appends. Each robot's ``run`` task sends at most what DingTalk allows: a token
 bucket of ``burst`` messages refilled at ``per_minute`` (4 + 15 = 19 in any minute, under
-DingTalk's 20, whose excess throttles a robot for ten minutes). When messages pile up, all
-that are waiting leave together as digests that still name every incident. A full queue
+DingTalk's 20, whose excess throttles a robot for ten minutes). Up to a burst of waiting
+messages go out one by one as tokens come; when more pile up, all that are waiting leave
+together as digests that still name every incident with its latest outcome. A full queue
 folds its oldest messages into a summary instead of dropping them.
 
 Failures: transient ones (network, 5xx, errcode -1) are retried with exponential backoff
@@ -14,8 +15,9 @@ unexpected (a sender bug, an answer nobody foresaw) is logged with its traceback
 retried like a transient failure; ``run`` restarts its loop if the loop itself fails, with
 the queue intact, so a robot never goes silent for the life of the process.
 
-A replica that becomes the leader starts with an empty bucket (``lead``): the previous
-leader may have just spent a full burst, and together they stay within DingTalk's limit.
+A replica that takes the Lease over from a leader that spoke within the last minute starts
+with an empty bucket (``lead``): that leader may have just spent its minute, and together
+they stay within DingTalk's limit.
 """
 
 from __future__ import annotations
@@ -103,6 +105,7 @@ class Outbox:
         self._sleep = sleep
         self._telemetry = telemetry
         self._bucket = TokenBucket(burst=burst, per_minute=per_minute, clock=clock)
+        self._burst = burst
         self._capacity = capacity
         self._rng = rng
         self._pending: list[_Pending] = []
@@ -180,8 +183,8 @@ class Outbox:
             if wait > 0:
                 await self._sleep(wait)
                 continue
-            if len(self._pending) <= self._bucket.available():
-                # Tokens for every waiting message: they go out one by one, in order.
+            if len(self._pending) <= self._burst:
+                # No more than a burst waiting: one by one, in order, as tokens come.
                 batch, self._pending = [self._pending[0]], self._pending[1:]
                 outgoing = batch[0]
             else:  # backed up: everything waiting leaves together as digests

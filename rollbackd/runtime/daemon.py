@@ -184,7 +184,8 @@ class Daemon:
         if leading == self.incidents.state.leading:
             return False
         if leading:
-            self.notifications.lead()  # the last leader may have just spent a burst
+            if self.leader.inherited:  # the last leader may have just spent a burst
+                self.notifications.lead()
             await self.runner.seed()
         await self.incidents.lead(leading)
         return leading

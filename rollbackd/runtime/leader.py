@@ -15,6 +15,10 @@ the Lease itself, so ``is_leader`` also requires the last successful renewal to 
 than ``renew_deadline``: a leader frozen past its lease finds itself not leading before any
 write. On shutdown the Lease is released (empty holder, ``leaseDurationSeconds: 1``) so a
 standby takes over at once.
+
+``inherited`` tells whether the Lease this replica acquired was renewed within the last
+``RECENT`` seconds by another holder (or released by one): that leader may still have spent
+DingTalk's minute, so the new one speaks conservatively at first.
 """
 
 from __future__ import annotations
@@ -42,6 +46,21 @@ log = get_logger(__name__)
 
 Obj = dict[str, Any]
 JITTER = 1.2
+
+
+RECENT = 60.0
+"""Seconds within which a previous holder's renewal counts as recent (DingTalk's window)."""
+
+
+def _renewed_within(renew_time: object, now: datetime, seconds: float) -> bool:
+    """Whether a Lease's ``renewTime`` is within ``seconds`` of ``now`` (unreadable: yes)."""
+    if not renew_time:
+        return False
+    try:
+        renewed = datetime.fromisoformat(str(renew_time).replace("Z", "+00:00"))
+    except ValueError:
+        return True  # cannot tell: assume the worst
+    return abs((now - renewed).total_seconds()) < seconds
 
 
 def default_identity() -> str:
@@ -72,6 +91,7 @@ class LeaderElector:
         self._observed_at = 0.0
         self._acquire_time = ""
         self._transitions = 0
+        self.inherited = False
 
     @property
     def is_leader(self) -> bool:
@@ -134,6 +154,7 @@ class LeaderElector:
         duration = int(settings.lease_duration.total_seconds())
         lease = self._read()
         if lease is None:
+            self.inherited = False
             held = {
                 "holderIdentity": self.identity,
                 "leaseDurationSeconds": duration,
@@ -171,6 +192,7 @@ class LeaderElector:
             return False
         leading = holder == self.identity
         if not leading:
+            self.inherited = _renewed_within(spec.get("renewTime"), now_wall, RECENT)
             self._acquire_time = micro_time(now_wall)
             self._transitions = int(spec.get("leaseTransitions") or 0) + 1
         else:

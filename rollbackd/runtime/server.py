@@ -376,8 +376,8 @@ class _ResourceAlarm:
     """A loop exception handler that reports running out of descriptors once per burst.
 
     asyncio reports every failed ``accept()`` at the file limit; thousands of identical
-    lines help nobody. The first of a burst is logged with its code, the rest are counted
-    and summed up when accepting works again (a quiet ``QUIET`` seconds).
+    lines help nobody. The first of a burst is logged with its code; the rest are counted,
+    and the count is logged once ``QUIET`` seconds pass without another.
     """
 
     QUIET = 30.0
@@ -385,7 +385,7 @@ class _ResourceAlarm:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._last = -1e9
-        self._suppressed = 0
+        self._repeated = 0
         self._previous = loop.get_exception_handler()
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -397,19 +397,24 @@ class _ResourceAlarm:
             return
         now = time.monotonic()
         if now - self._last > self.QUIET:
-            if self._suppressed:
-                log.info("listener_exhaustion_ended", repeated=self._suppressed)
-            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
             log.error(
                 "listener_exhausted",
                 code=ListenerExhausted.code,
                 error=str(context.get("exception", "")),
-                file_limit=limit,
+                file_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             )
-            self._suppressed = 0
+            self._loop.call_later(self.QUIET, self._ended)
         else:
-            self._suppressed += 1
+            self._repeated += 1
         self._last = now
+
+    def _ended(self) -> None:
+        quiet = time.monotonic() - self._last
+        if quiet < self.QUIET:
+            self._loop.call_later(self.QUIET - quiet, self._ended)
+            return
+        log.info("listener_exhaustion_ended", repeated=self._repeated)
+        self._repeated = 0
 
 
 class HttpServer:

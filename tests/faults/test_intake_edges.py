@@ -16,7 +16,7 @@ import textwrap
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -229,15 +229,15 @@ def test_a_503_from_a_standby_leaves_the_nonce_for_the_retry(make_receiver: Any)
 
 
 def test_dedup_memory_is_bounded_whatever_the_fingerprints(make_receiver: Any) -> None:
-    """60 payloads with 400 KB fingerprints leave well under 6 MB behind (before: the
-    fingerprints themselves were kept, 24 MB and growing)."""
+    """30 payloads with 400 KB fingerprints leave under 3 MB behind (before: the
+    fingerprints themselves were kept, 12 MB and growing)."""
     receiver = make_receiver()
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
         with httpx.Client(timeout=10) as client:
-            for n in range(60):
+            for n in range(30):
                 data = body(alert(fingerprint=f"{n:04d}" + "f" * 400_000))
                 url = f"{receiver.url}/api/v1/alertmanager"
                 assert client.post(url, content=data, headers=GOOD_HEADERS).status_code == 200
@@ -246,8 +246,8 @@ def test_dedup_memory_is_bounded_whatever_the_fingerprints(make_receiver: Any) -
         grown = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    assert len(receiver.verdicts) == 60
-    assert grown < 6_000_000, grown
+    assert len(receiver.verdicts) == 30
+    assert grown < 3_000_000, grown
 
 
 def _open(port: int, data: bytes = b"") -> socket.socket:
@@ -257,8 +257,23 @@ def _open(port: int, data: bytes = b"") -> socket.socket:
     return raw
 
 
+@pytest.fixture
+def connect() -> Iterator[Callable[..., socket.socket]]:
+    """Open raw connections that are closed after the test, whatever its outcome."""
+    opened: list[socket.socket] = []
+
+    def open_one(port: int, data: bytes = b"") -> socket.socket:
+        opened.append(_open(port, data))
+        return opened[-1]
+
+    yield open_one
+    for raw in opened:
+        raw.close()
+
+
 def _closed_by_server(raw: socket.socket, deadline: float) -> bytes | None:
-    """What the server sent before closing, or None if still open at ``deadline``."""
+    """What the server sent by the time it closed or ``deadline`` came; None if it sent
+    nothing and the connection is still open."""
     raw.settimeout(0.1)
     received = b""
     while time.monotonic() < deadline:
@@ -271,16 +286,18 @@ def _closed_by_server(raw: socket.socket, deadline: float) -> bytes | None:
         if not chunk:
             return received
         received += chunk
-    return None
+    return received or None
 
 
-def test_silent_and_trickling_connections_are_closed(make_receiver: Any) -> None:
+def test_silent_and_trickling_connections_are_closed(
+    make_receiver: Any, connect: Callable[..., socket.socket]
+) -> None:
     """Connections that send nothing, or their headers one byte at a time, are closed after
     server.header_timeout (before: 2,000 silent ones were still open after 22 s)."""
     receiver = make_receiver(server={"header_timeout": "500ms"})
     port = port_of(receiver)
-    silent = [_open(port) for _ in range(50)]
-    trickle = _open(port, b"P")
+    silent = [connect(port) for _ in range(50)]
+    trickle = connect(port, b"P")
     started = time.monotonic()
     for byte in b"OST /api/v1/alertmanager HTTP/1.1\r\n":
         if time.monotonic() - started > 1.5:
@@ -295,10 +312,12 @@ def test_silent_and_trickling_connections_are_closed(make_receiver: Any) -> None
     assert post(receiver, body()).status_code == 200  # the listener still serves
 
 
-def test_a_body_that_never_finishes_gets_408(make_receiver: Any) -> None:
+def test_a_body_that_never_finishes_gets_408(
+    make_receiver: Any, connect: Callable[..., socket.socket]
+) -> None:
     """Headers complete but the body stalls: 408 after server.body_timeout, counted."""
     receiver = make_receiver(server={"body_timeout": "500ms"})
-    raw = _open(
+    raw = connect(
         port_of(receiver),
         b"POST /api/v1/alertmanager HTTP/1.1\r\nHost: x\r\n"
         b"Authorization: " + GOOD_HEADERS["Authorization"].encode() + b"\r\n"
@@ -312,7 +331,9 @@ def test_a_body_that_never_finishes_gets_408(make_receiver: Any) -> None:
     assert receiver.metric("rollbackd_webhook_requests_total", {"code": "408"}) == 1
 
 
-def test_unauthenticated_bodies_share_one_memory_budget(make_receiver: Any) -> None:
+def test_unauthenticated_bodies_share_one_memory_budget(
+    make_receiver: Any, connect: Callable[..., socket.socket]
+) -> None:
     """In HMAC mode, unfinished unsigned bodies beyond 4 x max_body_bytes in total get 503
     at once instead of each holding its memory (before: 100 x 1 MB held, +135 MB)."""
     receiver = make_receiver(settings=HMAC, max_body=100_000)
@@ -321,8 +342,8 @@ def test_unauthenticated_bodies_share_one_memory_budget(make_receiver: Any) -> N
         b"POST /api/v1/alertmanager HTTP/1.1\r\nHost: x\r\n"
         b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
     )
-    held = [_open(port, head + b"x" * 90_000) for _ in range(10)]
-    answers = [_closed_by_server(raw, time.monotonic() + 1.0) for raw in held]
+    held = [connect(port, head + b"x" * 90_000) for _ in range(10)]
+    answers = [_closed_by_server(raw, time.monotonic() + 0.3) for raw in held]
     refused = [a for a in answers if a is not None and a.startswith(b"HTTP/1.1 503")]
     assert 5 <= len(refused) <= 6, answers  # 4 x 100 KB held, the rest refused
     for raw in held:
@@ -337,14 +358,16 @@ def test_unauthenticated_bodies_share_one_memory_budget(make_receiver: Any) -> N
     assert status == 200
 
 
-def test_connections_beyond_max_connections_are_shed(make_receiver: Any) -> None:
+def test_connections_beyond_max_connections_are_shed(
+    make_receiver: Any, connect: Callable[..., socket.socket]
+) -> None:
     """Beyond server.max_connections, new connections are closed at once; the listener
     keeps serving once they go."""
-    receiver = make_receiver(server={"max_connections": 20})
+    receiver = make_receiver(server={"max_connections": 5})
     port = port_of(receiver)
-    opened = [_open(port) for _ in range(40)]
+    opened = [connect(port) for _ in range(15)]
     closed = [raw for raw in opened if _closed_by_server(raw, time.monotonic() + 0.2) is not None]
-    assert len(closed) >= 19
+    assert len(closed) >= 9  # the sixth and later, give or take the one being accepted
     for raw in opened:
         raw.close()
     assert post(receiver, body()).status_code == 200
@@ -415,6 +438,8 @@ def _flood_at_the_file_limit(process: subprocess.Popen[str]) -> list[str]:
                 status = httpx.get(f"{url}/healthz", timeout=1).status_code
         assert status == 200
     finally:
+        for raw in flood:
+            raw.close()
         process.stdin.write("\n")
         process.stdin.flush()
         process.wait(timeout=20)
@@ -527,11 +552,11 @@ def remote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Remote]:
         process.stdin.flush()
 
 
-BODIES_PER_EXAMPLE = 10
+BODIES_PER_EXAMPLE = 20
 
 
 @settings(
-    max_examples=int(os.environ.get("ROLLBACKD_INTAKE_EXAMPLES", "500")),
+    max_examples=int(os.environ.get("ROLLBACKD_INTAKE_EXAMPLES", "250")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -543,7 +568,7 @@ BODIES_PER_EXAMPLE = 10
 def test_generated_payloads_answer_no_5xx_and_lose_no_valid_alert(
     remote: Remote, pool: list[tuple[bool, Any]], picks: Random, envelope: dict[str, str]
 ) -> None:
-    """5,000 generated payloads (500 examples of 10 bodies drawn from one pool of alerts)
+    """5,000 generated payloads (250 examples of 20 bodies drawn from one pool of alerts)
     mixing valid alerts with bad ones (no timezone, a number for a label, an unknown
     status, any JSON): never a 5xx; a 200 names exactly the valid alerts and each becomes
     a verdict; the receiver's RSS grows by less than 64 MB."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from kubernetes import client
 
 from rollbackd.runtime.leader import LeaderElector
 from rollbackd.settings import LeaderElectionSettings
@@ -41,6 +43,8 @@ def test_one_leader_then_a_clean_handover(kube: Kube) -> None:
             if second.is_leader:
                 break
         assert second.is_leader
+        assert not first.inherited  # it created the Lease: nobody spoke before it
+        assert second.inherited  # the first spoke a moment ago: be careful with DingTalk
         stop_second.set()
         await asyncio.gather(*tasks)
 
@@ -99,3 +103,41 @@ def test_a_held_lease_is_respected_until_it_expires(kube: Kube) -> None:
 
     took = asyncio.run(scenario())
     assert 1.5 <= took <= 2 + 0.2 * 1.2 + 1.0
+
+
+def test_a_lease_renewed_long_ago_is_not_inherited(kube: Kube) -> None:
+    """A Lease last renewed ten minutes ago says nobody spoke within DingTalk's minute: the
+    new leader is not held to a conservative start."""
+    seed.create_namespace(kube.api, "rollbackd")
+    old = datetime.now(UTC) - timedelta(minutes=10)
+    client.CoordinationV1Api(kube.api).create_namespaced_lease(
+        "rollbackd",
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "rollbackd", "namespace": "rollbackd"},
+            "spec": {
+                "holderIdentity": "gone",
+                "leaseDurationSeconds": 1,
+                "renewTime": old.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            },
+        },
+    )
+    newcomer = LeaderElector(
+        kube.api,
+        LeaderElectionSettings(lease_duration="1s", renew_deadline="800ms", retry_period="200ms"),
+        identity="b",
+    )
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(newcomer.run(stop))
+        for _ in range(100):
+            if newcomer.is_leader:
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await task
+
+    asyncio.run(scenario())
+    assert not newcomer.inherited
