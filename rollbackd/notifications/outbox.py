@@ -16,7 +16,7 @@ retried like a transient failure; ``run`` restarts its loop if the loop itself f
 the queue intact, so a robot never goes silent for the life of the process.
 
 A replica that takes the Lease over from a leader that spoke within the last minute starts
-with an empty bucket (``lead``): that leader may have just spent its minute, and together
+with an empty bucket (``after_takeover``): that leader may have just spent its minute, and together
 they stay within DingTalk's limit.
 """
 
@@ -158,8 +158,9 @@ class Outbox:
             return False
         return True
 
-    def lead(self) -> None:
-        """This replica now speaks for rollbackd: start as if a burst was just sent."""
+    def after_takeover(self) -> None:
+        """The Lease was taken over from a leader that spoke within the minute: start as
+        if a whole burst had just been sent."""
         self._bucket.empty()
 
     async def run(self) -> None:
@@ -201,16 +202,20 @@ class Outbox:
         self._pending = [_Pending(d, at_all) for d in digests[1:]] + self._pending
         return _Pending(digests[0], at_all)
 
+    async def _send(self, outgoing: _Pending) -> None:
+        """The sender's ``send``, with anything unforeseen made a transient error."""
+        try:
+            await self.sender.send(outgoing.message, at_all=outgoing.at_all)
+        except DingTalkError:
+            raise
+        except Exception as exc:  # an answer or a bug nobody foresaw: logged, then retried
+            log.exception("notification_failed_unexpectedly", robot=self.name)
+            raise DingTalkUnexpected(f"robot {self.name}: {type(exc).__name__}") from exc
+
     async def _deliver(self, outgoing: _Pending, batch: list[_Pending]) -> None:
         message = outgoing.message
         try:
-            try:
-                await self.sender.send(message, at_all=outgoing.at_all)
-            except DingTalkError:
-                raise
-            except Exception as exc:  # unforeseen: retried as transient, with its traceback
-                log.exception("notification_failed_unexpectedly", robot=self.name)
-                raise DingTalkUnexpected(f"robot {self.name}: {type(exc).__name__}") from exc
+            await self._send(outgoing)
         except DingTalkError as exc:
             self._telemetry.notifications.labels(self.name, exc.code).inc()
             if not exc.transient:
@@ -322,7 +327,8 @@ class Notifications:
         results = await asyncio.gather(*(o.drain(deadline) for o in self._outboxes.values()))
         return all(results)
 
-    def lead(self) -> None:
-        """This replica became the leader: every robot starts with an empty bucket."""
+    def after_takeover(self) -> None:
+        """The Lease was taken over from a leader that spoke within the minute: every
+        robot starts with an empty bucket."""
         for outbox in self._outboxes.values():
-            outbox.lead()
+            outbox.after_takeover()

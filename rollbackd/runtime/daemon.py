@@ -185,7 +185,7 @@ class Daemon:
             return False
         if leading:
             if self.leader.inherited:  # the last leader may have just spent a burst
-                self.notifications.lead()
+                self.notifications.after_takeover()
             await self.runner.seed()
         await self.incidents.lead(leading)
         return leading

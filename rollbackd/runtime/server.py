@@ -1,9 +1,11 @@
 """Edge: rollbackd's one HTTP listener, a starlette app served by uvicorn in the daemon's loop.
 
 =============================  ====================================================
-``POST`` alertmanager path     Alertmanager webhook v4: 200 accepted, 400 bad payload,
-                               401 bad auth, 413 too large, 415 not JSON, 503 not the
-                               leader or queue full (Alertmanager retries 5xx)
+``POST`` alertmanager path     Alertmanager webhook v4: 200 accepted (naming each alert
+                               rejected and why), 400 bad payload, 401 bad auth, 408
+                               body too slow, 413 too large, 415 not JSON, 503 not the
+                               leader, queue full or unsigned bodies over their budget
+                               (Alertmanager retries 5xx); 500 only for the unforeseen
 ``GET /healthz``               200 while the process is alive
 ``GET /readyz``                200 only on the leader with caches synced, else 503
 ``GET /metrics``               rollbackd's own metrics
@@ -11,7 +13,9 @@
 
 The webhook answers as soon as the payload is validated and queued; the alerts are
 turned into verdicts by ``WebhookIntake.run`` on the same loop. A 401 says nothing about
-why; a 400 says in one line what was wrong with the body.
+why; a 400 says in one line what was wrong with the body. The listener closes connections
+that do not finish their headers within ``server.header_timeout`` and sheds those beyond
+``server.max_connections``; running out of file descriptors is logged once per burst.
 """
 
 from __future__ import annotations
@@ -150,6 +154,9 @@ class _Budget:
             raise _Refused(503, WebhookBusy.code, "too many unauthenticated bodies; retry")
         self.used += size
 
+    def give(self, size: int) -> None:
+        self.used -= size
+
 
 class _SecretAlarm:
     """Logs a credential file that went missing once, not once per request."""
@@ -278,7 +285,7 @@ class _Webhook:
                 408, WebhookTimeout.code, f"body not received within {self._body_timeout:g}s"
             ) from None
         finally:
-            self._unauthenticated.used -= held
+            self._unauthenticated.give(held)
         return bytes(body)
 
 

@@ -187,7 +187,7 @@ def test_a_new_leader_keeps_the_robot_under_its_limit() -> None:
                 if number >= 3:
                     clock.advance(3.9)
             new = outbox_for(sender(), clock, telemetry)
-            Notifications(NotificationSettings(), RENDERER, {"oncall": new}).lead()
+            Notifications(NotificationSettings(), RENDERER, {"oncall": new}).after_takeover()
             for number in range(19, 30):
                 new.post(RENDERER.render(incident(number)))
                 assert await delivered(new)
