@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from rollbackd.testing.sandbox import NAMESPACE, Sandbox
+from rollbackd.testing.sandbox import NAMESPACE, Sandbox, wait_until
 from rollbackd.testing.services import DEBIAN_PACKAGES, PROMETHEUS_BINARIES, find_binary
 
 LIMIT_SECONDS = 110
@@ -45,7 +45,7 @@ def run_demo(echo: Callable[[str], None] = click.echo) -> int:
         box.prometheus.wait_until_scraped()
         box.start_daemon()
         say("rollbackd started: rule high-error-rate > 5% for 5s, evaluated every second")
-        time.sleep(6)
+        wait_until(box.settled, 30)
         box.deploy("web", "nginx:2.0")
         say("v2 deployed: nginx:2.0, which fails 30% of its requests")
         shown = 0

@@ -9,6 +9,7 @@ runs (``errors_by_image``), so a rollback really ends the errors.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -64,6 +65,7 @@ class Sandbox:
         self.alert_token = alert_token
         self.alertmanager: Alertmanager | None = None
         self.daemons: list[subprocess.Popen[bytes]] = []
+        self.daemon_logs: list[Path] = []
         self._stop = threading.Event()
         self.kubeconfig = folder / "kubeconfig"
         self.config = folder / "config.yaml"
@@ -239,7 +241,29 @@ class Sandbox:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
         self.daemons.append(daemon)
+        self.daemon_logs.append(path)
         return daemon
+
+    def settled(self, cycles: int = 2) -> bool:
+        """Whether a daemon leads and has evaluated every rule ``cycles`` times since,
+        without a failed query: the hold windows have seen the current release. Without
+        rules (the Alertmanager receiver alone), leading is enough."""
+        if not (yaml.safe_load(self.config.read_text()) or {}).get("rules"):
+            cycles = 0
+        for path in self.daemon_logs:
+            leading, clean = False, 0
+            for line in path.read_text(errors="replace").splitlines():
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue
+                if event.get("event") == "leadership_changed":
+                    leading, clean = bool(event.get("leader")), 0
+                elif leading and event.get("event") == "evaluation_cycle":
+                    clean = clean + 1 if not event.get("failed") else 0
+            if leading and clean >= cycles:
+                return True
+        return False
 
     def rollback_patches(self) -> list[Any]:
         """The rollback PATCHes the fake API server received (JSON patches with a test op)."""

@@ -58,7 +58,7 @@ def log_events(path: Path) -> list[dict[str, Any]]:
 def start_and_settle(box: Sandbox, count: int = 1) -> list[Any]:
     daemons = [box.start_daemon() for _ in range(count)]
     assert wait_until(lambda: leader_ready(box), 20)
-    time.sleep(3)  # a few healthy evaluations of v1
+    assert wait_until(box.settled, 20)  # a few healthy evaluations of v1 on the leader
     return daemons
 
 
