@@ -47,6 +47,17 @@ def outbox_for(sender: object, clock: FakeClock, telemetry: Telemetry, **kwargs:
     )
 
 
+def signed_sender(
+    fake: FakeDingTalk, client: httpx.AsyncClient, clock: FakeClock, url: str = ""
+) -> WebhookRobotSender:
+    """A group robot sender that signs with the fake clock's time."""
+    return WebhookRobotSender(
+        webhook_robot(url or fake.robot(TOKEN, secret=SECRET)),
+        client,
+        clock_ms=lambda: int(clock.wall_seconds() * 1000),
+    )
+
+
 async def delivered(outbox: Outbox, seconds: float = 20) -> bool:
     runner = asyncio.create_task(outbox.run())
     try:
@@ -64,11 +75,7 @@ def test_a_digest_of_digests_keeps_every_incidents_outcome() -> None:
 
     async def scenario(fake: FakeDingTalk) -> None:
         async with httpx.AsyncClient() as client:
-            sender = WebhookRobotSender(
-                webhook_robot(fake.robot(TOKEN, secret=SECRET)),
-                client,
-                clock_ms=lambda: int(clock.wall_seconds() * 1000),
-            )
+            sender = signed_sender(fake, client, clock)
             outbox = outbox_for(sender, clock, telemetry, capacity=6)
             fake.script(Script(status=503, until=clock.wall_seconds() + 180))
             for event in LIFE:
@@ -103,11 +110,7 @@ def test_an_unforeseen_answer_does_not_silence_the_robot() -> None:
 
     async def scenario(fake: FakeDingTalk) -> bool:
         async with httpx.AsyncClient() as client:
-            sender = WebhookRobotSender(
-                webhook_robot(fake.robot(TOKEN, secret=SECRET)),
-                client,
-                clock_ms=lambda: int(clock.wall_seconds() * 1000),
-            )
+            sender = signed_sender(fake, client, clock)
             outbox = outbox_for(sender, clock, telemetry)
             fake.script(Script(raw=b'{"errcode": 1e400, "errmsg": "?"}', times=1))
             outbox.post(RENDERER.render(incident(1)))
@@ -176,9 +179,7 @@ def test_a_new_leader_keeps_the_robot_under_its_limit() -> None:
         async with httpx.AsyncClient() as client:
 
             def sender() -> WebhookRobotSender:
-                return WebhookRobotSender(
-                    webhook_robot(url), client, clock_ms=lambda: int(clock.wall_seconds() * 1000)
-                )
+                return signed_sender(fake, client, clock, url)
 
             old = outbox_for(sender(), clock, telemetry)
             for number in range(19):  # 4 at once, then one every 4 seconds
@@ -253,11 +254,7 @@ def test_alert_labels_cannot_inject_markdown(make_receiver: Any, tmp_path: Path)
 
     async def scenario(fake: FakeDingTalk) -> bool:
         async with httpx.AsyncClient() as client:
-            sender = WebhookRobotSender(
-                webhook_robot(fake.robot(TOKEN, secret=SECRET)),
-                client,
-                clock_ms=lambda: int(clock.wall_seconds() * 1000),
-            )
+            sender = signed_sender(fake, client, clock)
             outbox = outbox_for(sender, clock, Telemetry())
             robot = {
                 "name": "oncall",
