@@ -9,6 +9,8 @@ tests can check what rollbackd sent (auth headers, the query, its timeout).
 from __future__ import annotations
 
 import json
+import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -78,11 +80,14 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.send_response(answer.status)
             self.send_header("Content-Type", answer.content_type)
-            if answer.cut:
+            if answer.cut:  # half the body, then a reset, as a proxy dropping out does
                 half = answer.body[: len(answer.body) // 2]
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 self.wfile.write(f"{len(answer.body):x}\r\n".encode() + half)
+                self.wfile.flush()
+                linger = struct.pack("ii", 1, 0)
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
                 self.close_connection = True
                 return
             self.send_header("Content-Length", str(len(answer.body)))

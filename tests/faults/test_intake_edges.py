@@ -139,12 +139,12 @@ def test_a_non_ascii_digit_timestamp_is_401_not_500(make_receiver: Any) -> None:
     """An HMAC timestamp of '²' (a digit to str.isdigit, not to int) is refused with 401."""
     receiver = make_receiver(settings=HMAC)
     data = body()
-    for stamp in ("²", "١٢٣", "12³", "1 2", "-5", "9" * 40):
+    for stamp in ("²", "12³", "¹", "1 2", "-5", "9" * 40):
         headers = signed(data, "nonce-digits-01", timestamp=stamp)
-        answer = httpx.post(
+        answer = httpx.post(  # HTTP headers are Latin-1: the server reads '²' as sent
             f"{receiver.url}/api/v1/alertmanager",
             content=data,
-            headers={k: v.encode() for k, v in headers.items()},  # type: ignore[misc]
+            headers={k: v.encode("latin-1") for k, v in headers.items()},  # type: ignore[misc]
             timeout=5,
         )
         assert answer.status_code == 401, stamp
