@@ -72,7 +72,7 @@ def load_or_exit(file: str) -> Settings:
         for line in exc.lines():
             echo(line, err=True)
         sys.exit(EXIT_BAD_CONFIG)
-    REDACTOR.add(settings.secret_values())
+    REDACTOR.add(settings.secret_values())  # the one redactor of logs and of output
     return settings
 
 
@@ -113,9 +113,7 @@ def check_config(file: str, print_: bool) -> None:
 def eval_(config_file: str, output: str) -> None:
     """Evaluate every rule once against Prometheus: one row per (rule, target)."""
     settings = load_or_exit(config_file)
-    configure_logging(
-        level="warning", fmt="console", stream=sys.stderr, secrets=settings.secret_values()
-    )
+    configure_logging(level="warning", fmt="console", stream=sys.stderr)
     rows, failed = asyncio.run(evaluate_once(settings))
     if output == "json":
         echo(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -255,9 +253,7 @@ async def history_rows(settings: Settings, target: Target) -> list[dict[str, obj
 def history(target: Target, config_file: str, output: str) -> None:
     """Revisions of the Deployment NAMESPACE/NAME, with what rollbackd knows of each."""
     settings = load_or_exit(config_file)
-    configure_logging(
-        level="warning", fmt="console", stream=sys.stderr, secrets=settings.secret_values()
-    )
+    configure_logging(level="warning", fmt="console", stream=sys.stderr)
     try:
         rows = asyncio.run(history_rows(settings, target))
     except RollbackdError as exc:
@@ -333,9 +329,7 @@ def rollback(
 ) -> None:
     """Roll NAMESPACE/NAME back through rollbackd's executor and guards."""
     settings = load_or_exit(config_file)
-    configure_logging(
-        level="warning", fmt="console", stream=sys.stderr, secrets=settings.secret_values()
-    )
+    configure_logging(level="warning", fmt="console", stream=sys.stderr)
     try:
         result = asyncio.run(
             manual_rollback(
@@ -388,9 +382,7 @@ async def send_test_messages(settings: Settings, names: list[str]) -> list[tuple
 def notify_test(config_file: str, robot_name: str | None) -> None:
     """Send a test message to each robot and print what DingTalk answered."""
     settings = load_or_exit(config_file)
-    configure_logging(
-        level="warning", fmt="console", stream=sys.stderr, secrets=settings.secret_values()
-    )
+    configure_logging(level="warning", fmt="console", stream=sys.stderr)
     names = [r.name for r in settings.notifications.robots if robot_name in (None, r.name)]
     if not names:
         echo(

@@ -35,33 +35,27 @@ def target(i: int = 0) -> Target:
     return Target("shop", f"app{i}")
 
 
-def firing(t: Target, rule: str = "errors", *, began: datetime | None = NOW) -> Verdict:
+def _verdict(t: Target, rule: str, *, breaching: bool, began: datetime | None) -> Verdict:
     return Verdict(
         rule=rule,
         target=t,
-        value=0.3,
+        value=0.3 if breaching else 0.0,
         op=">",
         threshold=0.05,
-        state=RuleState.FIRING,
+        state=RuleState.FIRING if breaching else RuleState.INACTIVE,
         since=Instant(0.0, began or NOW),
-        transition=Transition.FIRING,
-        breaching=True,
+        transition=Transition.FIRING if breaching else Transition.RESOLVED,
+        breaching=breaching,
         began=began,
     )
 
 
+def firing(t: Target, rule: str = "errors", *, began: datetime | None = NOW) -> Verdict:
+    return _verdict(t, rule, breaching=True, began=began)
+
+
 def fine(t: Target, rule: str = "errors") -> Verdict:
-    return Verdict(
-        rule=rule,
-        target=t,
-        value=0.0,
-        op=">",
-        threshold=0.05,
-        state=RuleState.INACTIVE,
-        since=Instant(0.0, NOW),
-        transition=Transition.RESOLVED,
-        breaching=False,
-    )
+    return _verdict(t, rule, breaching=False, began=None)
 
 
 def situation(t: Target, **changes: object) -> Situation:
