@@ -19,16 +19,15 @@ from rollbackd import __version__
 from rollbackd.errors import ConfigError, DingTalkError, RollbackdError, TemplateFailed
 from rollbackd.incidents.decide import decide
 from rollbackd.model import Event, Incident, Target, Verdict, new_incident_id
-from rollbackd.notifications.dingtalk import sender_for
 from rollbackd.notifications.render import Renderer, template_problems
-from rollbackd.rollbacks.execute import Outcome, RollbackExecutor, RollbackRequest, RollbackResult
-from rollbackd.rollbacks.kubernetes import KubernetesWorkloads, api_client
+from rollbackd.rollbacks.execute import Outcome, RollbackRequest, RollbackResult
 from rollbackd.rollbacks.plan import rollout_history, selector_of, situation_of
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.daemon import run_daemon
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
 from rollbackd.runtime.logs import REDACTOR, configure_logging
 from rollbackd.runtime.telemetry import Telemetry
+from rollbackd.runtime.wiring import Edges
 from rollbackd.settings import (
     Settings,
     key_line,
@@ -37,7 +36,6 @@ from rollbackd.settings import (
     render_path,
     warnings_of,
 )
-from rollbackd.signals.prometheus import PrometheusSource
 from rollbackd.state.annotations import read_state
 
 EXIT_OK = 0
@@ -156,7 +154,7 @@ def _verdict_row(verdict: Verdict) -> dict[str, object]:
 
 async def evaluate_once(settings: Settings) -> tuple[list[dict[str, object]], bool]:
     """Rows for ``rollbackd eval``, and whether any query failed."""
-    source = PrometheusSource(settings.prometheus)
+    source = Edges(settings).prometheus()
     try:
         problems = await check_rule_syntax(source, settings.rules)
         runner = RuleRunner(
@@ -220,7 +218,15 @@ HISTORY_COLUMNS = (
 
 
 async def history_rows(settings: Settings, target: Target) -> list[dict[str, object]]:
-    workloads = KubernetesWorkloads(api_client(settings.kubernetes))
+    edges = Edges(settings)
+    try:
+        return await _history_rows(edges, target)
+    finally:
+        edges.close()
+
+
+async def _history_rows(edges: Edges, target: Target) -> list[dict[str, object]]:
+    workloads = edges.workloads
     deployment = await workloads.get_deployment(*target)
     replicasets = await workloads.list_replicasets(target.namespace, selector_of(deployment))
     history = rollout_history(deployment, replicasets)
@@ -274,7 +280,25 @@ async def manual_rollback(
     reason: str,
     force: bool = False,
 ) -> RollbackResult:
-    workloads = KubernetesWorkloads(api_client(settings.kubernetes))
+    edges = Edges(settings)
+    try:
+        return await _manual_rollback(
+            edges, target, to_revision=to_revision, dry_run=dry_run, reason=reason, force=force
+        )
+    finally:
+        edges.close()
+
+
+async def _manual_rollback(
+    edges: Edges,
+    target: Target,
+    *,
+    to_revision: int | None,
+    dry_run: bool,
+    reason: str,
+    force: bool,
+) -> RollbackResult:
+    settings, workloads = edges.settings, edges.workloads
     deployment = await workloads.get_deployment(*target)
     replicasets = await workloads.list_replicasets(target.namespace, selector_of(deployment))
     now = datetime.now(UTC)
@@ -301,14 +325,7 @@ async def manual_rollback(
     )
     if not decision.acts:
         return RollbackResult(request, Outcome.SKIPPED, decision.reason, decision.message)
-    executor = RollbackExecutor(
-        workloads=workloads,
-        watcher=workloads,
-        events=workloads,
-        settings=settings.rollback,
-        wall_clock=lambda: datetime.now(UTC),
-    )
-    return await executor.execute(request)
+    return await edges.executor().execute(request)
 
 
 @main.command("rollback")
@@ -368,7 +385,7 @@ async def send_test_messages(settings: Settings, names: list[str]) -> list[tuple
             if robot.name not in names:
                 continue
             try:
-                await sender_for(robot, client).send(message, at_all=False)
+                await Edges.sender(robot, client).send(message, at_all=False)
             except DingTalkError as exc:
                 results.append((robot.name, f"{exc.code}: {exc.message}"))
             else:

@@ -32,7 +32,8 @@ into the core.
     │   ├── KubeNotFound                   ERR_KUBE_NOT_FOUND
     │   ├── KubeForbidden                  ERR_KUBE_FORBIDDEN
     │   ├── KubeInvalid                    ERR_KUBE_INVALID
-    │   └── KubeGone                       ERR_KUBE_GONE
+    │   ├── KubeGone                       ERR_KUBE_GONE
+    │   └── KubeThrottled                  ERR_KUBE_THROTTLED
     ├── RollbackError                      ERR_ROLLBACK_FAILED
     │   ├── NoRollbackTarget               ERR_ROLLBACK_NO_TARGET
     │   └── RolloutNotAvailable            ERR_ROLLBACK_NOT_AVAILABLE
@@ -61,7 +62,8 @@ into the core.
         └── ListenerExhausted              ERR_WEBHOOK_EXHAUSTED
 
 ``transient`` says whether retrying the same operation later may succeed; the
-outbox and the executors use it to choose between backoff and giving up.
+outbox and the executors use it to choose between backoff and giving up. ``retry_after``
+is the server's own word on when to try again (HTTP ``Retry-After``), when it gave one.
 """
 
 from __future__ import annotations
@@ -76,9 +78,10 @@ class RollbackdError(Exception):
     code: ClassVar[str] = "ERR_INTERNAL"
     transient: ClassVar[bool] = False
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         return f"{self.message} [{self.code}]"
@@ -288,6 +291,12 @@ class KubeGone(KubeError):
     """A watch's resourceVersion expired (410): rollbackd lists again."""
 
     code = "ERR_KUBE_GONE"
+
+
+class KubeThrottled(KubeError):
+    """The API server asked rollbackd to slow down (429); retried after its Retry-After."""
+
+    code = "ERR_KUBE_THROTTLED"
 
 
 # --- rollbacks -----------------------------------------------------------------------

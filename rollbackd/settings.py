@@ -608,6 +608,10 @@ class ServerSettings(_Section):
         return int(self.listen.rpartition(":")[2])
 
 
+LEASE_JITTER = 1.2
+"""client-go's leader-election jitter factor: retries wait ``retry_period * (1 + 1.2 r)``."""
+
+
 class LeaderElectionSettings(_Section):
     enabled: bool = Field(True, description="only the holder of the Lease evaluates and acts")
     namespace: str = Field("rollbackd", description="namespace of the Lease")
@@ -639,10 +643,12 @@ class LeaderElectionSettings(_Section):
         deadline = info.data.get("renew_deadline")
         if value <= timedelta(0):
             raise ValueError("retry_period must be positive")
-        if deadline is not None and value >= deadline:
+        if deadline is not None and deadline <= value * LEASE_JITTER:
+            # client-go's rule: a retry waits up to 1.2 x retry_period past the period, and
+            # a leader must get a renewal in before its deadline.
             raise ValueError(
                 f"retry_period {format_duration(value)} must be shorter than "
-                f"renew_deadline {format_duration(deadline)}"
+                f"renew_deadline {format_duration(deadline)} / {LEASE_JITTER:g}"
             )
         return value
 

@@ -49,6 +49,9 @@ from rollbackd.state.annotations import LastRollback, parse_time
 MAX_ATTEMPTS = 3
 """Rollback attempts per incident when an attempt fails before anything was written."""
 RETRY_DELAYS = (15.0, 60.0)
+UNSYNCED_RETRY = timedelta(seconds=2)
+"""How soon an assessment made on an unsynced Deployment cache is tried again."""
+CACHE_NOT_SYNCED = "cache_not_synced"
 """Seconds before a second and a third attempt (after transient API failures)."""
 MAX_CLOSED = 1000
 """Recently closed incident ids kept, so a lagging record is never adopted again."""
@@ -134,7 +137,9 @@ class Assessed:
 
     ``situation`` is None when the workload is not managed (not in the cache of opted-in
     workloads). ``recent`` holds every automatic rollback recorded on the cluster's
-    workloads, as (target, time) pairs, for the budget.
+    workloads, as (target, time) pairs, for the budget. ``synced`` is false when the
+    Deployment cache had a gap (a broken watch, a 410, a relist): then nothing read from it
+    may be current, and no decision is made on it.
     """
 
     target: Target
@@ -143,6 +148,7 @@ class Assessed:
     recent: frozenset[tuple[Target, str]] = frozenset()
     error_code: str = ""
     error: str = ""
+    synced: bool = True
 
 
 @dataclass(frozen=True)
@@ -237,13 +243,22 @@ class Decided:
 
 
 @dataclass(frozen=True)
+class Deferred:
+    """No decision yet, and why (``CACHE_NOT_SYNCED``); the assessment is tried again."""
+
+    target: Target
+    incident: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Closed:
     target: Target
     incident: str
     phase: Phase
 
 
-Effect = Assess | StartRollback | Say | Note | Decided | Closed
+Effect = Assess | StartRollback | Say | Note | Decided | Deferred | Closed
 
 
 # --- the machine ---------------------------------------------------------------------------
@@ -443,6 +458,10 @@ class _Machine:
         warm = (self.leading_since or self.now) + self.config.warmup
         if self.now < warm:  # the picture is not whole yet: decide when every rule reported
             self.cases[case.target] = replace(case, retry_at=warm)
+            return
+        if not event.synced:  # the cache may lag: whatever it shows is no ground to act on
+            self.effects.append(Deferred(case.target, case.id, CACHE_NOT_SYNCED))
+            self.cases[case.target] = replace(case, retry_at=self.now + UNSYNCED_RETRY)
             return
         if event.situation is None and not event.error_code:
             self.decided(

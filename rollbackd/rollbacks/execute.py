@@ -1,10 +1,11 @@
 """Executing a rollback: read fresh, plan, patch with a precondition, record, verify.
 
-The patch carries a ``test`` of the resourceVersion that was read, so a change landing
-between the read and the write is never overwritten. When the test fails the Deployment is
-read again: if only its status or annotations moved (the controller writes status all the
-time), the plan is rebuilt and sent again; if its template changed, a newer change landed
-and the rollback ends with reason ``newer_change``. It is never decided again here: a
+The patch carries a ``test`` of the generation that was read, so a change landing between
+the read and the write is never overwritten, while the controller's status writes (all the
+time during a rollout) do not disturb it. When the test fails the Deployment is read
+again: if only its annotations or scale moved, the plan is rebuilt and sent again; if its
+template changed, a newer change landed and the rollback ends with reason
+``newer_change``. It is never decided again here: a
 second decision on a lagging picture could pick the bad revision.
 
 Transient API failures (timeouts, lost connections, 5xx, 429) are retried with the one

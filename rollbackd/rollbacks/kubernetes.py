@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import socket
 import threading
 import time
@@ -36,10 +37,13 @@ from rollbackd.errors import (
     KubeGone,
     KubeInvalid,
     KubeNotFound,
+    KubeThrottled,
     KubeTimeout,
     KubeUnreachable,
+    RollbackdError,
 )
 from rollbackd.model import Target
+from rollbackd.retry import KUBE_READ, KUBE_WATCH, Sleep, retrying
 from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import KubernetesSettings
 
@@ -88,11 +92,23 @@ def kube_error(exc: Exception, *, what: str) -> KubeError:
             return KubeInvalid(f"{what}: {message}")
         if status == 410:
             return KubeGone(f"{what}: {message}")
-        return KubeError(f"{what}: HTTP {status} {message}".strip())
+        retry_after = _retry_after(exc, body)
+        if status == 429:
+            return KubeThrottled(f"{what}: {message}", retry_after=retry_after or 1.0)
+        return KubeError(f"{what}: HTTP {status} {message}".strip(), retry_after=retry_after)
     cause = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
     if isinstance(cause, urllib3.exceptions.TimeoutError | socket.timeout | TimeoutError):
         return KubeTimeout(f"{what}: no answer in time")
     return KubeUnreachable(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _retry_after(exc: ApiException, body: Obj) -> float | None:
+    """The server's Retry-After header (seconds), else the Status's retryAfterSeconds."""
+    headers = exc.headers or {}
+    for hint in (headers.get("Retry-After"), (body.get("details") or {}).get("retryAfterSeconds")):
+        if str(hint or "").strip().isdigit():
+            return float(str(hint).strip())
+    return None
 
 
 def _status_body(exc: ApiException) -> Obj:
@@ -107,13 +123,21 @@ def _json(response: Any) -> Any:
     return json.loads(response.data)
 
 
-def watch_events(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[Obj]:
+def watch_events(
+    func: Callable[..., Any],
+    *args: Any,
+    on_open: Callable[[], None] | None = None,
+    **kwargs: Any,
+) -> Iterator[Obj]:
     """Raw watch events from a list function; an ERROR event raises ``ApiException``.
 
     The client's own ``Watch(deserialize=False)`` fails with a KeyError on ERROR events,
     which would hide a 410 Gone; reading the lines here keeps the Status it carries.
+    ``on_open`` runs once the server accepted the watch (its answer's headers arrived).
     """
     response = func(*args, watch=True, _preload_content=False, **kwargs)
+    if on_open is not None:
+        on_open()
     try:
         for line in iter_resp_lines(response):
             if not line.strip():
@@ -137,13 +161,38 @@ def micro_time(now: datetime | None = None) -> str:
 
 
 class KubernetesWorkloads:
-    """Reads, patches and watches Deployments; writes Events. Implements ``Workloads``."""
+    """Reads, patches and watches Deployments; writes Events. Implements ``Workloads``.
 
-    def __init__(self, api: client.ApiClient, *, timeout: float = 10.0, instance: str = "") -> None:
+    Reads are idempotent and retried here on transient failures (timeouts, lost
+    connections, 5xx, 429 after its Retry-After) with ``rollbackd.retry.KUBE_READ``; writes
+    are retried by their caller, which knows whether a lost answer may have landed.
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        timeout: float = 10.0,
+        instance: str = "",
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self._apps = client.AppsV1Api(api)
         self._events = client.EventsV1Api(api)
         self._timeout = timeout
         self._instance = instance or socket.gethostname()
+        self._sleep = sleep
+
+    async def _read(self, what: str, call: Callable[[], Any]) -> Any:
+        def logged(exc: RollbackdError, wait: float) -> None:
+            log.warning("kube_read_retry", what=what, code=exc.code, retry_in=round(wait, 2))
+
+        return await retrying(
+            lambda: self._call(what, call),
+            policy=KUBE_READ,
+            sleep=self._sleep,
+            on_retry=logged,
+            retry_on=lambda exc: exc.transient and not isinstance(exc, KubeTimeout),
+        )
 
     async def _call(self, what: str, call: Callable[[], Any]) -> Any:
         try:
@@ -157,14 +206,14 @@ class KubernetesWorkloads:
         return {"_preload_content": False, "_request_timeout": (3, self._timeout)}
 
     async def get_deployment(self, namespace: str, name: str) -> Obj:
-        response = await self._call(
+        response = await self._read(
             f"get deployment {namespace}/{name}",
             lambda: self._apps.read_namespaced_deployment(name, namespace, **self._opts()),
         )
         return dict(_json(response))
 
     async def list_replicasets(self, namespace: str, selector: str) -> list[Obj]:
-        response = await self._call(
+        response = await self._read(
             f"list replicasets in {namespace}",
             lambda: self._apps.list_namespaced_replica_set(
                 namespace, label_selector=selector, **self._opts()
@@ -269,7 +318,20 @@ class KubernetesWorkloads:
 
 
 class DeploymentCache:
-    """The managed Deployments, kept current by list + watch in a background thread."""
+    """The managed Deployments, kept current by an informer per namespace (list + watch).
+
+    - The resume point is the resourceVersion of the last event or BOOKMARK applied, kept
+      across broken streams: a reconnect continues where the cache is and never replays an
+      event already applied, so the cache never goes back in time.
+    - A LIST comes in pages of ``page_size``; a relist after 410 Gone asks for a state at
+      least as new as the cache's (``resourceVersionMatch=NotOlderThan``).
+    - ``synced`` is true only while every namespace is listed and its watch is open. It
+      turns false at a gap (a broken stream, a 410, a relist, a disconnect of any length)
+      and true again once the watch is open again: while it is false the incident core
+      makes no automatic decision.
+    - Reconnects wait with the one retry policy (``rollbackd.retry.KUBE_WATCH``), honouring
+      the server's Retry-After.
+    """
 
     def __init__(
         self,
@@ -277,18 +339,29 @@ class DeploymentCache:
         settings: KubernetesSettings,
         *,
         watch_seconds: int = 60,
+        page_size: int = 500,
         on_change: Callable[[Obj | None, Obj | None], None] | None = None,
+        on_sync: Callable[[bool], None] | None = None,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self._apps = client.AppsV1Api(api)
         self._settings = settings
         self._watch_seconds = watch_seconds
+        self._page_size = page_size
         self._on_change = on_change
+        self._on_sync = on_sync
+        self._rng = rng
         self._lock = threading.Lock()
         self._objects: dict[tuple[str, str], Obj] = {}
-        self._synced = {ns: threading.Event() for ns in settings.namespaces or [""]}
+        namespaces = settings.namespaces or [""]
+        self._synced = {ns: threading.Event() for ns in namespaces}
+        self._rv: dict[str, str | None] = dict.fromkeys(namespaces)  # last applied
+        self._stale = set(namespaces)  # must be listed before a watch can resume
+        self._failures = dict.fromkeys(namespaces, 0)  # in a row, for the backoff
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.lists = 0  # LIST requests issued, for tests and benchmarks
+        self.listed = threading.Event()  # every namespace was listed at least once
 
     @property
     def synced(self) -> bool:
@@ -317,22 +390,38 @@ class DeploymentCache:
         """Whether ``target`` is a managed Deployment."""
         return (target.namespace, target.deployment) in self._objects
 
-    def _list(self, namespace: str) -> str:
-        selector = self._settings.selector
-        self.lists += 1
+    def _list_func(self, namespace: str) -> tuple[Callable[..., Any], tuple[str, ...]]:
         if namespace:
-            response = self._apps.list_namespaced_deployment(
-                namespace,
-                label_selector=selector,
-                _preload_content=False,
-                _request_timeout=(3, 30),
+            return self._apps.list_namespaced_deployment, (namespace,)
+        return self._apps.list_deployment_for_all_namespaces, ()
+
+    def _list(self, namespace: str) -> None:
+        """A whole LIST, page by page, swapped in at once; sets the resume point."""
+        func, args = self._list_func(namespace)
+        query: dict[str, Any] = {"label_selector": self._settings.selector}
+        floor = self._rv[namespace]
+        if floor is not None:  # never older than what the cache already showed
+            query |= {"resource_version": floor, "resource_version_match": "NotOlderThan"}
+        items: list[Obj] = []
+        token = ""
+        while True:
+            self.lists += 1
+            page = _json(
+                func(
+                    *args,
+                    **query,
+                    limit=self._page_size,
+                    _preload_content=False,
+                    _request_timeout=(3, 30),
+                    **({"_continue": token} if token else {}),
+                )
             )
-        else:
-            response = self._apps.list_deployment_for_all_namespaces(
-                label_selector=selector, _preload_content=False, _request_timeout=(3, 30)
-            )
-        body = _json(response)
-        fresh = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in body["items"]}
+            items += page["items"]
+            token = page["metadata"].get("continue") or ""
+            if not token:
+                break
+            query = {"label_selector": self._settings.selector}  # the token holds the rest
+        fresh = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in items}
         with self._lock:
             stale = {k: v for k, v in self._objects.items() if not namespace or k[0] == namespace}
             for key in stale:
@@ -343,65 +432,85 @@ class DeploymentCache:
         for key, new in fresh.items():
             if key not in stale:
                 self._notify(None, new)
-        return str(body["metadata"]["resourceVersion"])
+        self._rv[namespace] = str(page["metadata"]["resourceVersion"])
+        self._stale.discard(namespace)
+        log.info("deployment_cache_listed", namespace=namespace or None, deployments=len(fresh))
 
-    def _watch(self, namespace: str, rv: str) -> str:
-        kwargs: dict[str, Any] = {
-            "label_selector": self._settings.selector,
-            "resource_version": rv,
-            "allow_watch_bookmarks": True,
-            "timeout_seconds": self._watch_seconds,
-            "_request_timeout": (3, self._watch_seconds + 10),
-        }
-        func = (
-            self._apps.list_namespaced_deployment
-            if namespace
-            else (self._apps.list_deployment_for_all_namespaces)
+    def _watch(self, namespace: str) -> None:
+        func, args = self._list_func(namespace)
+        events = watch_events(
+            func,
+            *args,
+            on_open=lambda: self._opened(namespace),
+            label_selector=self._settings.selector,
+            resource_version=self._rv[namespace],
+            allow_watch_bookmarks=True,
+            timeout_seconds=self._watch_seconds,
+            _request_timeout=(3, self._watch_seconds + 10),
         )
-        args = (namespace,) if namespace else ()
-        for event in watch_events(func, *args, **kwargs):
+        for event in events:
             obj = event["object"]
-            rv = str(obj.get("metadata", {}).get("resourceVersion", rv))
-            if event["type"] == "BOOKMARK":
-                continue
-            key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
-            with self._lock:
-                old = self._objects.get(key)
-                if event["type"] == "DELETED":
-                    self._objects.pop(key, None)
-                else:
-                    self._objects[key] = obj
-            self._notify(old, None if event["type"] == "DELETED" else obj)
+            rv = str(obj.get("metadata", {}).get("resourceVersion") or self._rv[namespace])
+            if event["type"] != "BOOKMARK":
+                key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+                with self._lock:
+                    old = self._objects.get(key)
+                    if event["type"] == "DELETED":
+                        self._objects.pop(key, None)
+                    else:
+                        self._objects[key] = obj
+                self._notify(old, None if event["type"] == "DELETED" else obj)
+            self._rv[namespace] = rv  # applied: a reconnect resumes after it
             if self._stop.is_set():
                 break
-        return rv
 
     def _notify(self, old: Obj | None, new: Obj | None) -> None:
         if self._on_change is not None:
             self._on_change(old, new)
 
+    def _opened(self, namespace: str) -> None:
+        """The watch is open again: synced, and the next failure backs off from the start."""
+        self._failures[namespace] = 0
+        self._set_synced(namespace, True)
+
+    def _set_synced(self, namespace: str, synced: bool, error: KubeError | None = None) -> None:
+        event = self._synced[namespace]
+        if synced == event.is_set():
+            return
+        if synced:
+            event.set()
+            if all(e.is_set() for e in self._synced.values()):
+                self.listed.set()
+            log.info("deployment_cache_synced", namespace=namespace or None)
+        else:
+            event.clear()
+            log.warning(
+                "deployment_cache_unsynced",
+                namespace=namespace or None,
+                code=error.code if error else None,
+                error=error.message if error else None,
+            )
+        if self._on_sync is not None:
+            self._on_sync(self.synced)
+
     def _run(self, namespace: str) -> None:
-        backoff = 0.5
-        rv: str | None = None
         while not self._stop.is_set():
             try:
-                if rv is None:
-                    rv = self._list(namespace)
-                    self._synced[namespace].set()
-                    log.info(
-                        "deployment_cache_listed",
-                        namespace=namespace or None,
-                        deployments=len(self.all()),
-                    )
-                rv = self._watch(namespace, rv)
-                backoff = 0.5
+                if namespace in self._stale:
+                    self._list(namespace)
+                self._watch(namespace)  # ends at timeout_seconds: resumed at once
             except Exception as exc:  # classified and retried: the cache must never die
                 error = kube_error(exc, what="watch deployments")
+                self._set_synced(namespace, False, error)
+                failures = self._failures[namespace]
+                self._failures[namespace] += 1
                 if isinstance(error, KubeGone):
+                    # Never reuse a resourceVersion across 410: list again (the first time
+                    # at once; a 410 that repeats waits like any other failure).
                     log.info("deployment_watch_expired", namespace=namespace or None)
-                    rv = None  # a new LIST; never reuse a resourceVersion across 410
-                    continue
-                # Resume from the last resourceVersion: a dropped stream needs no new LIST.
+                    self._stale.add(namespace)
+                    if failures == 0:
+                        continue
                 log.warning("deployment_watch_failed", code=error.code, error=error.message)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                delay = KUBE_WATCH.delay(failures, self._rng, retry_after=error.retry_after)
+                self._stop.wait(delay)

@@ -2,9 +2,11 @@
 
 Input: the Deployment and its ReplicaSets as the API returns them (plain JSON), and the
 template hashes rollbackd already rolled back from. Output: a ``Plan`` carrying the exact
-JSON patch ``kubectl rollout undo`` sends, plus a ``test`` of ``metadata.resourceVersion``
-so that a deploy landing between reading and patching is never overwritten, or a ``Skip``
-with a reason code.
+JSON patch ``kubectl rollout undo`` sends, plus a ``test`` of ``metadata.generation``, or a
+``Skip`` with a reason code. The API server raises a Deployment's generation on every
+change of its spec or annotations, never on a status write: a deploy, a scale or another
+record landing between reading and patching is never overwritten, and the controller's
+status writes during a rollout do not make the patch fail.
 
 Differences from kubectl, on purpose: the default target is the newest *older* revision
 whose template is not known to be bad (kubectl takes the second-highest revision, so two
@@ -86,7 +88,7 @@ class Plan:
     name: str
     from_revision: Revision
     to_revision: Revision
-    resource_version: str
+    generation: int
     patch: list[Obj]
     record_at: str = ""  # the time of the rollback record riding in the patch
 
@@ -222,15 +224,15 @@ def plan_rollback(
     )
     annotations.update((k, v) for k, v in current_annotations.items() if k.startswith(PREFIX))
     annotations.update(extra_annotations or {})
-    resource_version = meta["resourceVersion"]
+    generation = int(meta["generation"])
     return Plan(
         namespace=meta["namespace"],
         name=name,
         from_revision=current,
         to_revision=target,
-        resource_version=resource_version,
+        generation=generation,
         patch=[
-            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version},
+            {"op": "test", "path": "/metadata/generation", "value": generation},
             {"op": "replace", "path": "/spec/template", "value": template},
             {"op": "replace", "path": "/metadata/annotations", "value": annotations},
         ],

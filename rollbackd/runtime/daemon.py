@@ -1,12 +1,17 @@
 """The daemon: ports wired to the stages, leadership, signals, and an orderly shutdown.
 
-Start-up: logging, the Deployment watch cache, the Lease, the HTTP listener, the outboxes,
-the webhook intake and the scheduler. Only the leader with a synced cache evaluates, acts
-and speaks; ``/readyz`` says so, which sends Alertmanager's webhooks to the leader.
+Start-up: logging, the Deployment informer, the Lease, the HTTP listener, the outboxes,
+the webhook intake and the scheduler. The ports come from the composition root
+(``runtime.wiring``). Only the Lease holder evaluates, acts and speaks, once its cache was
+listed; while the cache has a gap the incident core defers every decision. ``/readyz`` is
+true on every replica whose cache is synced, so a PodDisruptionBudget lets a drain evict
+the leader; Alertmanager's webhooks reach the leader by the label it sets on its own pod.
 
-Shutdown on SIGTERM or SIGINT, in order, each step bounded: not ready -> stop intake (the
-HTTP listener) -> stop the scheduler -> finish the in-flight rollback -> flush the outboxes
--> release the Lease. SIGHUP reloads the configuration: validated first, the old one stays
+Shutdown on SIGTERM or SIGINT, in order, each step bounded (``shutdown_seconds``): not
+ready and unlabelled -> stop intake (the HTTP listener) -> stop the scheduler -> finish the
+in-flight rollback (up to ``wait_for_rollout``) -> flush the outboxes -> stop renewing and
+release the Lease, the very last step: until then the rollback may write and its messages
+may be sent. SIGHUP reloads the configuration: validated first, the old one stays
 on any error; rules, rollback guards and notification routing change live, while changes
 to kubernetes, prometheus, server or leader_election are reported as needing a restart.
 """
@@ -25,27 +30,32 @@ import structlog
 
 from rollbackd.errors import ConfigError
 from rollbackd.model import Verdict
-from rollbackd.notifications.dingtalk import sender_for
 from rollbackd.notifications.outbox import Notifications, Outbox
 from rollbackd.notifications.render import Renderer
-from rollbackd.rollbacks.execute import RollbackExecutor
-from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads, api_client
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
 from rollbackd.runtime.incidents import IncidentRunner, with_breach_starts
-from rollbackd.runtime.leader import LeaderElector
 from rollbackd.runtime.logs import configure_logging, get_logger
 from rollbackd.runtime.scheduler import EvaluationScheduler
 from rollbackd.runtime.server import HttpServer, WebhookIntake, build_app
 from rollbackd.runtime.telemetry import Telemetry
+from rollbackd.runtime.wiring import Edges
 from rollbackd.settings import Settings, load_settings
-from rollbackd.signals.prometheus import PrometheusSource
 from rollbackd.state.changes import ChangeTimes
 
 log = get_logger(__name__)
 
 SHUTDOWN_STEP_SECONDS = 10.0
+LEASE_RELEASE_SECONDS = 5.0
 EXIT_OK, EXIT_FATAL = 0, 1
+
+
+def shutdown_seconds(settings: Settings) -> float:
+    """The longest an orderly shutdown takes: listener, the in-flight rollback (its
+    ``wait_for_rollout`` and one step more for its record), the outboxes, the Lease. The
+    pod's ``terminationGracePeriodSeconds`` must be at least this."""
+    rollout = settings.rollback.wait_for_rollout.total_seconds()
+    return SHUTDOWN_STEP_SECONDS + rollout + SHUTDOWN_STEP_SECONDS * 2 + LEASE_RELEASE_SECONDS
 
 
 class Daemon:
@@ -67,11 +77,14 @@ class Daemon:
         self.telemetry = Telemetry()
         self.stop = asyncio.Event()
         self.changes = ChangeTimes()
-        api = api_client(settings.kubernetes)
-        self.workloads = KubernetesWorkloads(api)
-        self.cache = DeploymentCache(api, settings.kubernetes, on_change=self._observe)
-        self.leader = LeaderElector(api, settings.leader_election, on_change=self._leadership)
-        self.source = PrometheusSource(settings.prometheus)
+        self.edges = Edges(settings)
+        self.workloads = self.edges.workloads
+        self.cache = self.edges.deployments(on_change=self._observe)
+        self.leader = self.edges.leader(on_change=self._leadership)
+        self.label = self.edges.leader_label()
+        self.source = self.edges.prometheus()
+        self._renewing = asyncio.Event()  # set: stop renewing the Lease (the last step)
+        self._lease_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._shutting_down = False
         self.outboxes: dict[str, Outbox] = {}
@@ -102,12 +115,19 @@ class Daemon:
             self._spawn(self.incidents.lead(False), "leadership-lost")
 
     def is_leader(self) -> bool:
+        """Holds the Lease (renewed in time). True until the Lease is released, also while
+        shutting down: the rollback in flight may still write and speak."""
         if not self.settings.leader_election.enabled:
             return True
         return self.leader.is_leader
 
+    def leading(self) -> bool:
+        """Acts: holds the Lease, has listed the cluster once, and is not shutting down."""
+        return not self._shutting_down and self.cache.listed.is_set() and self.is_leader()
+
     def ready(self) -> bool:
-        return not self._shutting_down and self.cache.synced and self.is_leader()
+        """``/readyz``: this replica's caches are synced and it is not shutting down."""
+        return not self._shutting_down and self.cache.synced
 
     def _build(self) -> None:
         """Build the stages from ``self.settings``; on reload, queued messages and open
@@ -117,7 +137,7 @@ class Daemon:
         renderer = Renderer(settings.notifications.language, settings.notifications.templates_dir)
         previous, self.outboxes = self.outboxes, {}
         for robot in settings.notifications.robots:
-            sender = sender_for(robot, self.http_client)
+            sender = self.edges.sender(robot, self.http_client)
             outbox = previous.get(robot.name)
             if outbox is None:
                 outbox = Outbox(
@@ -132,11 +152,8 @@ class Daemon:
             outbox.sender, outbox.renderer = sender, renderer
             self.outboxes[robot.name] = outbox
         self.notifications = Notifications(settings.notifications, renderer, self.outboxes)
-        self.executor = RollbackExecutor(
-            workloads=self.workloads,
-            watcher=self.workloads,
-            events=self.workloads,
-            settings=settings.rollback,
+        self.executor = self.edges.executor(
+            settings.rollback,
             wall_clock=lambda: self.clock.now().wall,
             may_write=self.is_leader,
             delivered=self._delivered,
@@ -171,16 +188,16 @@ class Daemon:
         runner.managed = self.cache.manages
         self.runner = runner
         self.scheduler = EvaluationScheduler(
-            self.runner, sink=self._sink, telemetry=self.telemetry, active=self.ready
+            self.runner, sink=self._sink, telemetry=self.telemetry, active=self.leading
         )
 
     async def _follow_leadership(self) -> bool:
-        """Bring the incident core and the hold windows in line with leadership (leading
-        with a synced cache). True when this replica has just become the leader: its hold
-        windows were seeded from history and it adopted the open incidents."""
+        """Bring the incident core and the hold windows in line with leadership (``leading``).
+        True when this replica has just become the leader: its hold windows were seeded
+        from history and it adopted the open incidents."""
         assert self.incidents is not None
         assert self.runner is not None
-        leading = self.ready()
+        leading = self.leading()
         if leading == self.incidents.state.leading:
             return False
         if leading:
@@ -239,7 +256,9 @@ class Daemon:
             if self.once:
                 return await self._run_once()
             if settings.leader_election.enabled:
-                self._spawn(self.leader.run(self.stop), "leader")
+                self._lease_task = asyncio.create_task(self.leader.run(self._renewing))
+            if self.label.enabled:
+                self._spawn(self._keep_label(), "leader-label")
             intake = None
             if settings.alertmanager.enabled:
                 intake = WebhookIntake(
@@ -255,11 +274,12 @@ class Daemon:
                 telemetry=self.telemetry,
                 intake=intake,
                 ready=self.ready,
+                leading=self.leading,
             )
             self.http = HttpServer(app, settings.server)
             await self.http.start()
             log.info("listening", address=settings.server.listen, port=self.http.port)
-            if await _until(lambda: self.cache.synced, 60):
+            if await _until(self.cache.listed.is_set, 60):
                 tune_gc()
             self.scheduler.start()
             await self.stop.wait()
@@ -269,7 +289,7 @@ class Daemon:
     async def _run_once(self) -> int:
         assert self.incidents is not None
         assert self.runner is not None
-        await _until(lambda: self.cache.synced, 30)
+        await _until(self.cache.listed.is_set, 30)
         await self._follow_leadership()
         verdicts = await self.runner.run()
         await self._sink(verdicts)
@@ -281,19 +301,36 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         started = time.monotonic()
-        log.info("shutdown_started")
-        self._shutting_down = True  # not ready: the Service stops sending webhooks here
+        log.info("shutdown_started", within=shutdown_seconds(self.settings))
+        self._shutting_down = True  # not ready, not leading: no new decision from here
+        await _bounded(self.label.apply(False), "unlabel")  # webhooks go elsewhere
         await _bounded(self.http.stop(), "stop_listener")
         self.scheduler.shutdown()
         assert self.incidents is not None
-        await self.incidents.idle(SHUTDOWN_STEP_SECONDS * 3)
+        rollout = self.settings.rollback.wait_for_rollout.total_seconds()
+        if not await self.incidents.idle(rollout + SHUTDOWN_STEP_SECONDS):
+            log.error("shutdown_step_timed_out", step="finish_rollbacks")
         await self.notifications.drain(SHUTDOWN_STEP_SECONDS)
-        await self.leader.release()
+        await self._release_lease()
         self.cache.stop()
         for task in self._tasks:
             task.cancel()
         self.source.close()
         log.info("shutdown_finished", seconds=round(time.monotonic() - started, 2))
+
+    async def _keep_label(self) -> None:
+        """The pod's leader label follows leadership, re-applied after a failed write."""
+        period = self.settings.leader_election.retry_period.total_seconds()
+        while not self._shutting_down:
+            await self.label.apply(self.leading())
+            await asyncio.sleep(period / 2)
+
+    async def _release_lease(self) -> None:
+        """Stop renewing, after the round in flight, then release: the very last step."""
+        self._renewing.set()
+        if self._lease_task is not None:
+            await _bounded(self._lease_task, "stop_renewing")
+        await self.leader.release()
 
     async def reload(self) -> None:
         """SIGHUP: validate the file, then apply what can change without a restart."""

@@ -56,6 +56,9 @@ MAX_TRACKED = 1000
 class DeploymentView(Protocol):
     """The watch cache, as incidents read it."""
 
+    @property
+    def synced(self) -> bool: ...
+
     def get(self, namespace: str, name: str) -> Obj | None: ...
 
     def all(self) -> list[Obj]: ...
@@ -227,6 +230,10 @@ class IncidentRunner:
                         message=decision.message,
                         dry_run=decision.dry_run,
                     )
+            case core.Deferred(target, incident, reason):
+                self._telemetry.decisions.labels("deferred", reason).inc()
+                with _bound(target, incident):
+                    log.info("decision_deferred", reason=reason)
             case core.Closed(target, incident, phase):
                 with _bound(target, incident):
                     log.info("incident_closed", target=str(target), phase=str(phase))
@@ -237,6 +244,9 @@ class IncidentRunner:
         task.add_done_callback(self._tasks.discard)
 
     async def _assess(self, target: Target, incident: str) -> None:
+        if not self._deployments.synced:
+            await self.submit(core.Assessed(target, incident, None, synced=False))
+            return
         deployment = self._deployments.get(*target)
         if deployment is None:  # not managed: not in the cache of opted-in workloads
             await self.submit(core.Assessed(target, incident, None))
@@ -258,7 +268,9 @@ class IncidentRunner:
         if situation.state.problems:
             with _bound(target, incident):
                 log.error("state_unreadable", problems=list(situation.state.problems))
-        await self.submit(core.Assessed(target, incident, situation, self._recent()))
+        # A gap that opened while reading makes the read as doubtful as one before it.
+        synced = self._deployments.synced
+        await self.submit(core.Assessed(target, incident, situation, self._recent(), synced=synced))
 
     def _recent(self) -> frozenset[tuple[Target, str]]:
         """Every automatic rollback recorded on the managed workloads, for the budget."""

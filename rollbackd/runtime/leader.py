@@ -1,19 +1,23 @@
 """Edge: leader election on a ``coordination.k8s.io/v1`` Lease, client-go's algorithm.
 
-Every ``retry_period`` (jittered while not leading) the elector reads the Lease:
+Every ``retry_period`` (while not leading, jittered up to 2.2x as client-go's
+``JitterUntil`` does) the elector reads the Lease:
 
 1. missing: create it holding it, and lead;
 2. held by another and observed unchanged for less than ``lease_duration`` (measured on the
-   local clock from when this replica last saw the record change, never from the record's
-   ``renewTime``, so clock skew between nodes does not matter): not leader;
+   local clock from when this replica last saw the record change, stamped after the read
+   returned, never from the record's ``renewTime``, so neither clock skew between nodes nor
+   a slow answer shortens another's Lease): not leader;
 3. otherwise write it with this identity and a new ``renewTime`` (keeping ``acquireTime`` and
    ``leaseTransitions`` when already leading); the write carries the resourceVersion read,
    so of two contenders one gets 409 and loses the round.
 
 A leader that cannot renew within ``renew_deadline`` stops leading. There is no fencing in
 the Lease itself, so ``is_leader`` also requires the last successful renewal to be younger
-than ``renew_deadline``: a leader frozen past its lease finds itself not leading before any
-write. On shutdown the Lease is released (empty holder, ``leaseDurationSeconds: 1``) so a
+than ``renew_deadline``, counted from the *start* of the round that renewed (the write may
+have landed at any moment of a slow round; others count from when they saw it): a leader
+frozen past its lease, or whose answers come back late, finds itself not leading before
+any write. On shutdown the Lease is released (empty holder, ``leaseDurationSeconds: 1``) so a
 standby takes over at once.
 
 ``inherited`` tells whether the Lease this replica acquired was renewed within the last
@@ -40,12 +44,11 @@ from kubernetes.client.exceptions import ApiException
 from rollbackd.errors import KubeError
 from rollbackd.rollbacks.kubernetes import kube_error, micro_time
 from rollbackd.runtime.logs import get_logger
-from rollbackd.settings import LeaderElectionSettings
+from rollbackd.settings import LEASE_JITTER, LeaderElectionSettings
 
 log = get_logger(__name__)
 
 Obj = dict[str, Any]
-JITTER = 1.2
 
 
 RECENT = 60.0
@@ -114,6 +117,7 @@ class LeaderElector:
         """Acquire and renew until ``stop`` is set."""
         retry = self._settings.retry_period.total_seconds()
         while not stop.is_set():
+            started = self._monotonic()
             try:
                 ok = await asyncio.wait_for(
                     asyncio.to_thread(self._try_acquire_or_renew),
@@ -125,11 +129,11 @@ class LeaderElector:
             now = self._monotonic()
             deadline = self._settings.renew_deadline.total_seconds()
             if ok:
-                self._last_renew = now
+                self._last_renew = started
                 self._set_leading(True)
             elif self._leading and now - self._last_renew >= deadline:
                 self._set_leading(False)  # could not renew in time: stop leading
-            jitter = 1 + random.random() * (JITTER - 1)  # noqa: S311 - spreading, not security
+            jitter = 1 + random.random() * LEASE_JITTER  # noqa: S311 - spreading, not security
             wait = retry if self._leading else retry * jitter
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), wait)
@@ -150,9 +154,10 @@ class LeaderElector:
 
     def _try_acquire_or_renew(self) -> bool:
         settings = self._settings
-        now_wall, now = datetime.now(UTC), self._monotonic()
+        now_wall = datetime.now(UTC)
         duration = int(settings.lease_duration.total_seconds())
         lease = self._read()
+        now = self._monotonic()  # after the read: the record was current at least until now
         if lease is None:
             self.inherited = False
             held = {
@@ -255,3 +260,51 @@ class LeaderElector:
             log.warning("lease_release_failed", error=str(exc) or "timeout")
         else:
             log.info("lease_released", identity=self.identity)
+
+
+LEADER_LABEL = "rollbackd.io/leader"
+"""Set to "true" on the leader's own pod: the webhook Service selects it."""
+
+
+class LeaderLabel:
+    """Keeps ``rollbackd.io/leader`` on this replica's pod in line with leadership.
+
+    Every replica is ready once its caches are synced (so a PodDisruptionBudget can let a
+    drain evict the leader); Alertmanager's webhooks still reach only the leader, through
+    a Service that selects this label. The pod is named by the downward API (``POD_NAME``,
+    ``POD_NAMESPACE``); outside a pod there is nothing to label. A failed write is logged
+    and tried again at the next ``apply``.
+    """
+
+    def __init__(self, api: client.ApiClient, *, namespace: str, name: str) -> None:
+        self._core = client.CoreV1Api(api)
+        self._namespace, self._name = namespace, name
+        self._applied: bool | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._namespace and self._name)
+
+    async def apply(self, leading: bool) -> None:
+        if not self.enabled or self._applied is leading:
+            return
+        body = {"metadata": {"labels": {LEADER_LABEL: "true" if leading else None}}}
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(
+                    self._core.patch_namespaced_pod,
+                    self._name,
+                    self._namespace,
+                    body,
+                    _content_type="application/merge-patch+json",
+                    _preload_content=False,
+                    _request_timeout=(3, 5),
+                ),
+                8,
+            )
+        except Exception as exc:  # classified, logged, tried again
+            error = kube_error(exc, what=f"label pod {self._namespace}/{self._name}")
+            log.warning("leader_label_failed", code=error.code, error=error.message)
+            return
+        self._applied = leading
+        log.info("leader_label_set", pod=f"{self._namespace}/{self._name}", leader=leading)

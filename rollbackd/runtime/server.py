@@ -7,7 +7,9 @@
                                leader, queue full or unsigned bodies over their budget
                                (Alertmanager retries 5xx); 500 only for the unforeseen
 ``GET /healthz``               200 while the process is alive
-``GET /readyz``                200 only on the leader with caches synced, else 503
+``GET /readyz``                200 on every replica with caches synced and not shutting
+                               down, else 503 (webhooks reach the leader by its pod
+                               label; a standby answers them 503)
 ``GET /metrics``               rollbackd's own metrics
 =============================  ====================================================
 
@@ -189,7 +191,7 @@ class _Webhook:
         alertmanager: AlertmanagerSettings,
         telemetry: Telemetry,
         intake: WebhookIntake | None,
-        ready: Callable[[], bool],
+        leading: Callable[[], bool],
     ) -> None:
         self._limit = server.max_body_bytes
         self._body_timeout = server.body_timeout.total_seconds()
@@ -199,7 +201,7 @@ class _Webhook:
         self._alarm = _SecretAlarm()
         self._telemetry = telemetry
         self._intake = intake
-        self._ready = ready
+        self._leading = leading
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -232,7 +234,7 @@ class _Webhook:
         body = await self._read_body(request, counted=signed)
         if signed and not self._authenticated(headers, body):
             raise _Refused(401, WebhookUnauthorized.code, "unauthorized")
-        if not self._ready():
+        if not self._leading():
             raise _Refused(503, WebhookBusy.code, "not the leader; retry")
         try:
             payload, bad = read_payload(body)
@@ -296,8 +298,11 @@ def build_app(
     telemetry: Telemetry,
     intake: WebhookIntake | None,
     ready: Callable[[], bool],
+    leading: Callable[[], bool] | None = None,
 ) -> Starlette:
-    """The HTTP surface; ``intake`` is None when the Alertmanager receiver is disabled."""
+    """The HTTP surface; ``intake`` is None when the Alertmanager receiver is disabled.
+    ``ready`` answers ``/readyz``; webhooks are taken only while ``leading`` (default:
+    ``ready``)."""
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -319,7 +324,7 @@ def build_app(
             alertmanager=alertmanager,
             telemetry=telemetry,
             intake=intake,
-            ready=ready,
+            leading=leading or ready,
         )
         routes.append(Route(alertmanager.path, webhook.handle, methods=["POST"]))
     return Starlette(routes=routes)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
+import pytest
+
+from rollbackd.errors import KubeNotFound, KubeThrottled
 from rollbackd.rollbacks.execute import Outcome
-from rollbackd.rollbacks.kubernetes import DeploymentCache, api_client
+from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads, api_client
 from rollbackd.settings import KubernetesSettings
 from rollbackd.testing.kube import Fault, seed
 from rollbackd.testing.sandbox import wait_until
@@ -14,6 +18,7 @@ from tests.conftest import Kube
 from tests.integration.test_rollbacks import ENABLED, executor, image, request, three_revisions
 
 PATCH = re.compile("/deployments/web$")
+Obj = dict[str, Any]
 
 
 def rollback_patches(kube: Kube) -> list[object]:
@@ -108,6 +113,139 @@ def test_watch_survives_410_and_a_dropped_stream(kube: Kube) -> None:
         assert wait_until(lambda: _image(cache) == "nginx:3.0")
     finally:
         cache.stop()
+
+
+def _cache(
+    kube: Kube, **kwargs: Any
+) -> tuple[DeploymentCache, list[tuple[Obj | None, Obj | None]]]:
+    """A started informer over demo/, recording every change it hands on."""
+    changes: list[tuple[Obj | None, Obj | None]] = []
+    settings = KubernetesSettings(kubeconfig=str(kube.kubeconfig))
+    cache = DeploymentCache(
+        api_client(settings), settings, on_change=lambda o, n: changes.append((o, n)), **kwargs
+    )
+    cache.start()
+    return cache, changes
+
+
+def _rv(obj: Obj | None) -> int:
+    return int((obj or {}).get("metadata", {}).get("resourceVersion") or 0)
+
+
+def watches(kube: Kube) -> int:
+    return len([r for r in kube.server.requests if r.query.get("watch") == "true"])
+
+
+def test_a_cut_stream_resumes_after_the_last_event_it_applied(kube: Kube) -> None:
+    """Finding 1: the watch is cut after delivering three releases' events. It resumes from
+    the last event it applied: nothing is handed on twice and the cache never steps back
+    to an older state (the old informer resumed from where the stream began, replaying
+    every event of the stream again)."""
+    seed.create_namespace(kube.api, "demo")
+    seed.create_deployment(kube.api, "demo", "web", image="nginx:1.0", labels=ENABLED)
+    cache, changes = _cache(kube, watch_seconds=30)
+    try:
+        assert wait_until(lambda: cache.synced)
+        for version in (2, 3, 4):
+            seed.set_image(kube.api, "demo", "web", f"nginx:{version}.0")
+        assert wait_until(lambda: _image(cache) == "nginx:4.0")
+        opened = watches(kube)
+        kube.server.faults.cut_watches = 1
+        seed.set_image(kube.api, "demo", "web", "nginx:5.0")  # wakes the stream: it is cut
+        assert wait_until(lambda: watches(kube) > opened)
+        seed.set_image(kube.api, "demo", "web", "nginx:6.0")
+        assert wait_until(lambda: _image(cache) == "nginx:6.0")
+    finally:
+        cache.stop()
+    seen = [_rv(new) for _, new in changes]
+    assert len(seen) == len(set(seen)), "an event was handed on twice"
+    assert seen == sorted(seen), "the cache stepped back to an older state"
+    assert all(_rv(old) < _rv(new) for old, new in changes if old is not None)
+    assert cache.lists == 1  # resumed: no LIST
+
+
+def test_synced_turns_false_at_a_gap_and_true_when_the_watch_is_open_again(kube: Kube) -> None:
+    """Finding 2: a cut stream whose reconnects fail for a while, then a 410 Gone, each make
+    the cache unsynced until its watch is open again (after a relist, for the 410); the
+    decisions that read it wait meanwhile. The old cache stayed "synced" throughout."""
+    seed.create_namespace(kube.api, "demo")
+    seed.create_deployment(kube.api, "demo", "web", image="nginx:1.0", labels=ENABLED)
+    states: list[bool] = []
+    cache, _ = _cache(kube, watch_seconds=30, on_sync=states.append)
+    try:
+        assert wait_until(lambda: cache.synced)
+        reconnect = re.compile(r"/deployments\?.*watch=true")
+        kube.server.faults.injected.append(Fault("GET", reconnect, 503, times=3))
+        kube.server.faults.cut_watches = 1
+        seed.set_image(kube.api, "demo", "web", "nginx:2.0")
+        assert wait_until(lambda: not cache.synced)
+        assert wait_until(lambda: cache.synced, 15)  # three failed reconnects, then open
+        assert _image(cache) == "nginx:2.0"
+        assert cache.lists == 1
+        kube.server.faults.expire_watches = True  # the open stream ends with 410 Gone
+        seed.set_image(kube.api, "demo", "web", "nginx:3.0")
+        assert wait_until(lambda: cache.lists >= 2)
+        kube.server.faults.expire_watches = False
+        assert wait_until(lambda: cache.synced, 15)
+        assert _image(cache) == "nginx:3.0"
+    finally:
+        cache.stop()
+    assert states[:3] == [True, False, True]  # the cut and its failed reconnects
+    assert states[3] is False
+    assert states[-1] is True
+    relist = next(r for r in kube.server.requests if r.query.get("resourceVersionMatch"))
+    assert relist.query["resourceVersionMatch"] == "NotOlderThan"  # never older than seen
+
+
+def test_a_list_comes_in_pages_and_starts_again_when_its_token_expires(kube: Kube) -> None:
+    """LIST with limit/continue as the real API pages it: seven Deployments in pages of
+    three; a continue token that expired (410) starts the list again from the top."""
+    seed.create_namespace(kube.api, "demo")
+    for index in range(7):
+        seed.create_deployment(kube.api, "demo", f"web-{index}", image="nginx:1.0", labels=ENABLED)
+    kube.server.faults.expire_continues = True
+    cache, _ = _cache(kube, page_size=3)
+    try:
+        assert wait_until(lambda: cache.lists >= 2)
+        kube.server.faults.expire_continues = False
+        assert wait_until(lambda: cache.synced, 15)
+    finally:
+        cache.stop()
+    assert len(cache.all()) == 7
+    pages = [r for r in kube.server.requests if r.query.get("limit") == "3"]
+    assert [bool(r.query.get("continue")) for r in pages][-3:] == [False, True, True]
+    assert [r.status for r in pages][:2] == [200, 410]
+
+
+def test_reads_are_retried_after_429_and_5xx_with_retry_after(kube: Kube) -> None:
+    """Finding 3: an idempotent read answered 429 (Retry-After: 2) and then 503 is retried
+    with the one policy: it waits at least what the server asked, then succeeds; a 404 is
+    not retried. The old reads failed at the first 5xx or 429."""
+    seed.create_namespace(kube.api, "demo")
+    seed.create_deployment(kube.api, "demo", "web", image="nginx:1.0", labels=ENABLED)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    settings = KubernetesSettings(kubeconfig=str(kube.kubeconfig))
+    workloads = KubernetesWorkloads(api_client(settings), sleep=sleep)
+    path = re.compile("/deployments/web$")
+    kube.server.faults.injected += [
+        Fault("GET", path, 429, retry_after=2),
+        Fault("GET", path, 503),
+    ]
+    deployment = asyncio.run(workloads.get_deployment("demo", "web"))
+    assert deployment["metadata"]["name"] == "web"
+    assert len(waits) == 2
+    assert waits[0] >= 2.0
+    with pytest.raises(KubeNotFound):
+        asyncio.run(workloads.get_deployment("demo", "nosuch"))
+    assert len(waits) == 2
+    kube.server.faults.injected.append(Fault("GET", path, 429, retry_after=3, times=10))
+    with pytest.raises(KubeThrottled) as throttled:
+        asyncio.run(workloads.get_deployment("demo", "web"))
+    assert throttled.value.retry_after == 3.0  # past the read deadline: handed to the caller
 
 
 def _image(cache: DeploymentCache) -> str:

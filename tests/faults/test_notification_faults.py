@@ -31,6 +31,8 @@ TOKEN, SECRET = "robot-token-faults-1", "SECfaults0123456789"
 class Cache:
     """The daemon's view of managed Deployments, read straight from the fake (no watch)."""
 
+    synced = True
+
     def __init__(self, kube: Kube) -> None:
         self.kube = kube
 

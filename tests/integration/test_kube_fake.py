@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import threading
 import time
 import urllib.error
@@ -194,6 +195,42 @@ def test_annotations_follow_the_real_controller(kube: Kube, kubectl_binary: None
         summary["deployment_annotations_after_undo"],
         expected("replicaset_annotations_after_undo"),
     )
+
+
+def test_generation_counts_like_the_real_server(kube: Kube, kubectl_binary: None) -> None:
+    """After every captured kubectl step on a Deployment, ``metadata.generation`` is what the
+    real kube-apiserver made of it: annotations bump it, labels do not, a no-op keeps the
+    resourceVersion (rollbackd's own records are annotations, so its rollout checks see this)."""
+    kube.kubectl("create", "namespace", "demo-gen")
+    kube.kubectl(
+        "-n", "demo-gen", "create", "deployment", "gen", "--image=nginx:1.0", "--replicas=2"
+    )
+
+    def state() -> tuple[int, str]:
+        meta = json.loads(
+            kube.kubectl("-n", "demo-gen", "get", "deploy", "gen", "-o", "json").stdout
+        )["metadata"]
+        return meta["generation"], meta["resourceVersion"]
+
+    rules = load("workloads/generation/generation-rules.json")
+    steps = [row for row in rules if row["kind"] == "deployment"]
+    assert len(steps) == 12
+    seen = []
+    for row in steps:
+        before, rv_before = state()
+        args = shlex.split(row["command"])[1:]
+        result = kube.kubectl(*args)
+        after, rv_after = state()
+        assert result.stdout == row["stdout"], row["operation"]
+        seen.append((row["operation"], after - before, rv_after != rv_before))
+    assert seen == [
+        (
+            row["operation"],
+            row["generation_right_after"] - row["generation_before"],
+            row["resourceVersion_right_after"] != row["resourceVersion_before"],
+        )
+        for row in steps
+    ]
 
 
 def load_text(name: str) -> str:

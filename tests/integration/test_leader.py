@@ -7,7 +7,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 
 from rollbackd.runtime.leader import LeaderElector
 from rollbackd.settings import LeaderElectionSettings
@@ -141,3 +141,59 @@ def test_a_lease_renewed_long_ago_is_not_inherited(kube: Kube) -> None:
 
     asyncio.run(scenario())
     assert not newcomer.inherited
+
+
+def _client(kube: Kube, agent: str) -> client.ApiClient:
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kube.kubeconfig), client_configuration=configuration)
+    api = client.ApiClient(configuration)
+    api.user_agent = agent
+    return api
+
+
+def test_a_leader_whose_answers_come_back_late_never_overlaps_another(kube: Kube) -> None:
+    """Single writer with a slow API server: the leader's answers take 0.8 s to come back
+    (its renewals land, late), so its Lease as others see it dates from the write, not
+    from the answer. At no sampled moment do both replicas consider themselves leader,
+    and the standby takes over; counting from the end of the round would give the slow one
+    ~0.5 s of overlap each time its renewal runs late."""
+    seed.create_namespace(kube.api, "rollbackd")
+    timing = {"lease_duration": "2s", "renew_deadline": "1800ms"}
+    slow_api, fast_api = _client(kube, "replica-slow"), _client(kube, "replica-fast")
+    slow = LeaderElector(
+        slow_api, LeaderElectionSettings(**timing, retry_period="1200ms"), identity="slow"
+    )
+    fast = LeaderElector(
+        fast_api, LeaderElectionSettings(**timing, retry_period="100ms"), identity="fast"
+    )
+
+    async def scenario() -> tuple[int, int]:
+        stops = asyncio.Event(), asyncio.Event()
+        tasks = [asyncio.create_task(slow.run(stops[0]))]
+        for _ in range(40):
+            if slow.is_leader:
+                break
+            await asyncio.sleep(0.05)
+        assert slow.is_leader
+        tasks.append(asyncio.create_task(fast.run(stops[1])))
+        kube.server.faults.slow["replica-slow"] = 0.8
+        both = fast_led = 0
+        for _ in range(300):  # at most 6 s of 20 ms samples
+            await asyncio.sleep(0.02)
+            both += slow.is_leader and fast.is_leader
+            fast_led += fast.is_leader
+            if fast_led >= 25:  # the standby has led for half a second: the handover is over
+                break
+        kube.server.faults.slow.clear()
+        for stop in stops:
+            stop.set()
+        await asyncio.gather(*tasks)
+        return both, fast_led
+
+    try:
+        both, fast_led = asyncio.run(scenario())
+    finally:
+        slow_api.close()
+        fast_api.close()
+    assert both == 0, f"two leaders at once in {both} samples"
+    assert fast_led > 0  # the standby did take over from the late one

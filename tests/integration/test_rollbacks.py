@@ -19,7 +19,8 @@ from rollbackd.model import Target
 from rollbackd.rollbacks.execute import NEWER_CHANGE, Outcome, RollbackExecutor, RollbackRequest
 from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads, api_client
 from rollbackd.rollbacks.plan import selector_of, situation_of
-from rollbackd.settings import KubernetesSettings, RollbackSettings
+from rollbackd.runtime.wiring import Edges
+from rollbackd.settings import KubernetesSettings, RollbackSettings, Settings
 from rollbackd.state.annotations import read_state
 from rollbackd.testing.kube import Cluster, Fault, Hook, seed
 from rollbackd.testing.sandbox import wait_until
@@ -45,19 +46,16 @@ def _namespaces(kube: Kube) -> list[Any]:
 
 
 def executor(kube: Kube, **settings: Any) -> tuple[RollbackExecutor, KubernetesWorkloads]:
-    """A fresh executor, as a freshly started process would build it."""
-    workloads = KubernetesWorkloads(api_client(KubernetesSettings(kubeconfig=str(kube.kubeconfig))))
-    rollback = RollbackSettings.model_validate({"wait_for_rollout": "10s", **settings})
-    return (
-        RollbackExecutor(
-            workloads=workloads,
-            watcher=workloads,
-            events=workloads,
-            settings=rollback,
-            wall_clock=lambda: datetime.now(UTC),
-        ),
-        workloads,
+    """A fresh executor, as a freshly started process builds it (the composition root)."""
+    edges = Edges(
+        Settings.model_validate(
+            {
+                "kubernetes": {"kubeconfig": str(kube.kubeconfig)},
+                "rollback": {"wait_for_rollout": "10s", **settings},
+            }
+        )
     )
+    return edges.executor(), edges.workloads
 
 
 def request(**fields: Any) -> RollbackRequest:
@@ -136,19 +134,37 @@ def test_second_rollback_never_returns_to_the_template_it_left(kube: Kube) -> No
     assert len(bad) == 2
 
 
-def test_precondition_retries_when_only_status_moved(kube: Kube) -> None:
-    """The controller writing status between read and patch changes the resourceVersion:
-    the patch's test fails, rollbackd reads again and succeeds with the same plan."""
+def test_status_written_while_patching_does_not_fail_the_rollback(kube: Kube) -> None:
+    """kube-controller-manager writes a Deployment's status all through a rollout (the
+    fake's status writer here, every 5 ms, racing every read and patch): the patch's
+    precondition is the generation, which status writes leave alone, so the rollback lands
+    with one patch instead of giving up with ERR_KUBE_CONFLICT."""
+    three_revisions(kube)
+    stop = kube.server.churn_status("demo", "web", every=0.005)
+    try:
+        start = len(kube.server.requests)
+        run, _ = executor(kube)
+        result = asyncio.run(run.execute(request()))
+    finally:
+        stop()
+    assert (result.outcome, result.code) == (Outcome.SUCCEEDED, "ok")
+    assert image(kube) == "nginx:2.0"
+    assert patches_after(kube, start) == 1
+
+
+def test_precondition_retries_when_annotations_moved(kube: Kube) -> None:
+    """Another writer's annotation lands between read and patch: the generation moved, the
+    patch's test fails, rollbackd reads again and succeeds, keeping nothing it did not see."""
     three_revisions(kube)
 
-    def status_only(cluster: Cluster) -> None:
+    def annotate(cluster: Cluster) -> None:
         deployment = cluster.get("deployments", "demo", "web")
         assert deployment is not None
-        deployment["status"]["observedGeneration"] = deployment["metadata"]["generation"]
-        deployment["status"]["conditions"][0]["message"] = "touched by the controller"
+        deployment["metadata"]["annotations"]["example.com/touched"] = "yes"
+        deployment["metadata"]["generation"] += 1
         cluster.put("deployments", "demo", deployment)
 
-    kube.server.faults.hooks.append(Hook("PATCH", re.compile("/deployments/web$"), status_only))
+    kube.server.faults.hooks.append(Hook("PATCH", re.compile("/deployments/web$"), annotate))
     start = len(kube.server.requests)
     run, _ = executor(kube)
     result = asyncio.run(run.execute(request()))

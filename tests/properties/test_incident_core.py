@@ -402,10 +402,23 @@ class IncidentCore(RuleBasedStateMachine):
         return frozenset((t, format_time(at)) for t, at in self.written)
 
     @precondition(lambda self: bool(self.assessing))
-    @rule(data=st.data(), how=st.sampled_from(("ok",) * 6 + ("error", "unmanaged")))
+    @rule(data=st.data(), how=st.sampled_from(("ok",) * 6 + ("error", "unmanaged", "unsynced")))
     def answer_assessment(self, data: st.DataObject, how: str) -> None:
-        """The shell reads the workload (or fails to) and reports back."""
+        """The shell reads the workload (or fails to, or reads it from a cache with a gap)
+        and reports back."""
         assess = self.assessing.pop(data.draw(st.integers(0, len(self.assessing) - 1)))
+        if how == "unsynced":
+            event = core.Assessed(
+                assess.target,
+                assess.incident,
+                self.situation(assess.target),
+                self.recent(),
+                synced=False,
+            )
+            effects = self.feed(event)
+            decided = [e for e in effects if isinstance(e, core.StartRollback | core.Decided)]
+            assert not decided, "invariant 5: decided on a Deployment cache with a gap"
+            return
         if how == "error":
             event = core.Assessed(
                 assess.target, assess.incident, None, error_code="ERR_KUBE_TIMEOUT", error="x"

@@ -177,12 +177,16 @@ def test_duplicate_yaml_keys_are_errors(tmp_path: Path) -> None:
 
 
 def test_lease_timings_must_nest(tmp_path: Path) -> None:
-    """renew_deadline must be shorter than lease_duration, retry_period shorter than both."""
+    """check-config refuses unsafe Lease timings: lease_duration > renew_deadline >
+    1.2 x retry_period, as client-go requires."""
     path = write(tmp_path, "leader_election: {lease_duration: 10s, renew_deadline: 10s}\n")
     (line,) = problems(path)
     assert "leader_election.renew_deadline: renew_deadline 10s must be shorter than" in line
     path = write(tmp_path, "leader_election: {renew_deadline: 5s, retry_period: 5s}\n")
-    assert "retry_period 5s must be shorter than renew_deadline 5s" in problems(path)[0]
+    assert "retry_period 5s must be shorter than renew_deadline 5s / 1.2" in problems(path)[0]
+    # client-go's margin: a jittered retry must still land before the renew deadline
+    path = write(tmp_path, "leader_election: {renew_deadline: 6s, retry_period: 5s}\n")
+    assert "retry_period 5s must be shorter than renew_deadline 6s / 1.2" in problems(path)[0]
 
 
 def test_regexes_must_compile(tmp_path: Path) -> None:

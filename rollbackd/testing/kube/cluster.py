@@ -16,7 +16,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 Obj = dict[str, Any]
@@ -239,6 +239,18 @@ class Cluster:
         self._scale(deployment, current, olds, settle=settle)
         self._prune(deployment, olds)
         self._write_status(deployment, current, settle=settle, created=created)
+
+    def touch_status(self, namespace: str, name: str, beat: int) -> None:
+        """A status-only write (``beat`` seconds into the rollout): spec and template stay."""
+        deployment = self.get("deployments", namespace, name)
+        if deployment is None:
+            return
+        stamp = (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=beat)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ"
+        )
+        for condition in deployment.setdefault("status", {}).get("conditions", []):
+            condition["lastUpdateTime"] = stamp
+        self.put("deployments", namespace, deployment)
 
     def _new_replicaset(self, deployment: Obj, current: Obj | None, olds: list[Obj]) -> Obj:
         meta, spec = deployment["metadata"], deployment["spec"]

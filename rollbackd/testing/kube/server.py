@@ -8,6 +8,7 @@ bodies and watch lines follow the captures in the fixtures.
 
 from __future__ import annotations
 
+import base64
 import copy
 import gzip
 import json
@@ -16,6 +17,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +49,9 @@ VERSION = {
 }
 
 
+Items = list[Obj]
+
+
 @dataclass(frozen=True)
 class Resource:
     group: str
@@ -68,6 +73,7 @@ class Resource:
 RESOURCES = {
     ("", "namespaces"): Resource("", "v1", "namespaces", "Namespace", namespaced=False),
     ("", "events"): Resource("", "v1", "events", "Event"),
+    ("", "pods"): Resource("", "v1", "pods", "Pod"),
     ("apps", "deployments"): Resource("apps", "v1", "deployments", "Deployment"),
     ("apps", "replicasets"): Resource("apps", "v1", "replicasets", "ReplicaSet"),
     ("coordination.k8s.io", "leases"): Resource("coordination.k8s.io", "v1", "leases", "Lease"),
@@ -103,10 +109,21 @@ def rbac_of(method: str, path: str, query: dict[str, str]) -> tuple[str, str, st
 class ApiError(Exception):
     """Answered as a ``v1 Status`` with the real server's wording."""
 
-    def __init__(self, code: int, reason: str, message: str, details: Obj | None = None) -> None:
+    def __init__(
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        details: Obj | None = None,
+        *,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.code, self.reason, self.message = code, reason, message
         self.details = details if details is not None else {}
+        self.retry_after = retry_after
+        if retry_after is not None:
+            self.details = {**self.details, "retryAfterSeconds": retry_after}
 
     def status(self) -> Obj:
         return {
@@ -314,6 +331,21 @@ class Fault:
     path: re.Pattern[str]
     status: int = 500  # 0: drop the connection without answering
     times: int = 1
+    retry_after: int | None = None  # a 429 says when to come back, as API priority does
+
+    def error(self) -> ApiError:
+        if self.status == 429:
+            return ApiError(
+                429,
+                "TooManyRequests",
+                "Too many requests, please try again later.",
+                retry_after=self.retry_after if self.retry_after is not None else 1,
+            )
+        return ApiError(
+            self.status,
+            "InternalError" if self.status >= 500 else "BadRequest",
+            f"Internal error occurred: injected fault {self.status}",
+        )
 
 
 @dataclass
@@ -345,6 +377,11 @@ class Hook:
 @dataclass
 class Faults:
     latency: float = 0.0
+    # Seconds an answer takes to get back, after the request took effect, for clients whose
+    # User-Agent contains the key: one replica on a congested node among several.
+    slow: dict[str, float] = field(default_factory=dict)
+    bookmark_every: float = 0.0  # a watch's BOOKMARK while quiet, as the real server sends
+    expire_continues: bool = False  # LIST continue tokens are "too old" (410)
     injected: list[Fault] = field(default_factory=list)
     forbidden: set[tuple[str, str]] = field(default_factory=set)  # (verb, plural)
     expire_watches: bool = False
@@ -379,6 +416,7 @@ class KubeApiServer(BackgroundServer):
         self.discovery: dict[str, Obj] = json.loads((data / "discovery.json").read_text())
         self.openapi_root = (data / "openapi-v3-root.json").read_bytes()
         self._openapi_apps = data / "openapi-v3-apis-apps-v1.json.gz"
+        self._lists: OrderedDict[str, tuple[int, list[Obj]]] = OrderedDict()
 
     def stop(self) -> None:
         self._stopping.set()  # open watches end
@@ -424,6 +462,44 @@ class KubeApiServer(BackgroundServer):
 
         schedule(cluster.rollout_delay, settle)
 
+    def remember_list(self, rv: int, rest: list[Obj]) -> str:
+        """A continue token for the rest of a paged LIST (the real token's shape)."""
+        start = rest[0]["metadata"]["name"] + "\x00"
+        token = base64.b64encode(
+            json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start}).encode()
+        ).decode()
+        self._lists[token] = (rv, rest)
+        while len(self._lists) > 64:
+            self._lists.popitem(last=False)
+        return token
+
+    def continued(self, token: str) -> tuple[int, list[Obj]]:
+        found = None if self.faults.expire_continues else self._lists.pop(token, None)
+        if found is None:
+            raise ApiError(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list "
+                "result. You can start a new list without the continue parameter.",
+            )
+        return found
+
+    def churn_status(self, namespace: str, name: str, every: float = 0.02) -> Callable[[], None]:
+        """Write the Deployment's status every ``every`` seconds, each write a new
+        resourceVersion and watch event, as kube-controller-manager does during a rollout;
+        returns the function that stops it."""
+        stop = threading.Event()
+
+        def writer() -> None:
+            beat = 0
+            while not stop.wait(every):
+                with self.cluster.lock:
+                    beat += 1
+                    self.cluster.touch_status(namespace, name, beat)
+
+        threading.Thread(target=writer, name="status-churn", daemon=True).start()
+        return stop.set
+
     def wait_for(self, predicate: Any, timeout: float = 10.0) -> bool:
         """Block until ``predicate(cluster)`` is true (tests), bounded by ``timeout``."""
         deadline = time.monotonic() + timeout
@@ -438,6 +514,7 @@ class KubeApiServer(BackgroundServer):
 
 class _Handler(BaseHTTPRequestHandler):
     api: KubeApiServer
+    _answer: tuple[int, bytes, str, dict[str, str]] | None = None  # written once routed
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: object) -> None:
@@ -445,15 +522,37 @@ class _Handler(BaseHTTPRequestHandler):
 
     # --- plumbing ------------------------------------------------------------------------
 
-    def _send(self, status: int, body: Obj | bytes, content_type: str = "application/json") -> None:
+    def _send(
+        self,
+        status: int,
+        body: Obj | bytes,
+        content_type: str = "application/json",
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self._record.status = status
+        self._answer = (status, data, content_type, headers or {})
+        if not self._late():  # a late answer leaves after the cluster's lock is released
+            self._write_answer()
+
+    def _late(self) -> float:
+        agent = self._record.user_agent
+        return sum(s for key, s in self.api.faults.slow.items() if key in agent)
+
+    def _write_answer(self) -> None:
+        if self._answer is None:
+            return
+        status, data, content_type, headers = self._answer
+        self._answer = None
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-cache, private")
         self.end_headers()
         self.wfile.write(data)
-        self._record.status = status
 
     def _body(self) -> Any:
         raw = self._raw
@@ -484,6 +583,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.headers.get("Content-Type", ""),
         )
         self.api.requests.append(self._record)
+        self._answer = None
         faults = self.api.faults
         if faults.latency:
             time.sleep(faults.latency)
@@ -497,16 +597,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             if fault is not None:
-                raise ApiError(
-                    fault.status,
-                    "InternalError" if fault.status >= 500 else "BadRequest",
-                    f"Internal error occurred: injected fault {fault.status}",
-                )
+                raise fault.error()
             self._route(method, url.path, query)
         except ApiError as exc:
-            self._send(exc.code, exc.status())
+            headers = {} if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
+            self._send(exc.code, exc.status(), headers=headers)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+            return
+        if self._answer is not None:
+            time.sleep(self._late())
+            self._write_answer()
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -644,6 +745,31 @@ class Resources:
         self.h._send(200, self._out(obj))
 
     def list(self) -> None:
+        token = self.query.get("continue", "")
+        if token:
+            rv, items = self.api.continued(token)
+        else:
+            self._check_list_rv()
+            rv, items = self.cluster.rv, self._matching()
+        limit = int(self.query.get("limit") or 0)
+        metadata: Obj = {"resourceVersion": str(rv)}
+        if limit and len(items) > limit:
+            # The rest is served later from this same snapshot, as etcd serves a paged list
+            # at the first page's revision.
+            metadata["continue"] = self.api.remember_list(rv, items[limit:])
+            metadata["remainingItemCount"] = len(items) - limit
+            items = items[:limit]
+        self.h._send(
+            200,
+            {
+                "kind": f"{self.r.kind}List",
+                "apiVersion": self.r.api_version,
+                "metadata": metadata,
+                "items": items,
+            },
+        )
+
+    def _matching(self) -> Items:
         namespace = self.ns if self.r.namespaced and self.ns else None
         items = [
             self._out(obj)
@@ -656,13 +782,22 @@ class Resources:
         for item in items:
             item.pop("kind", None)
             item.pop("apiVersion", None)
-        self.h._send(
-            200,
+        return items
+
+    def _check_list_rv(self) -> None:
+        """``resourceVersion`` with ``resourceVersionMatch=NotOlderThan``: at least that new."""
+        wanted = self.query.get("resourceVersion", "")
+        if not wanted.isdigit() or int(wanted) <= self.cluster.rv:
+            return
+        raise ApiError(
+            504,
+            "Timeout",
+            f"Too large resource version: {wanted}, current: {self.cluster.rv}",
             {
-                "kind": f"{self.r.kind}List",
-                "apiVersion": self.r.api_version,
-                "metadata": {"resourceVersion": str(self.cluster.rv)},
-                "items": items,
+                "causes": [
+                    {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+                ],
+                "retryAfterSeconds": 1,
             },
         )
 
@@ -760,8 +895,14 @@ class Resources:
             default_deployment(obj)
             validate_deployment(self.r, obj)
             obj["status"] = current.get("status", {})  # status changes only through /status
-            generation = current["metadata"].get("generation", 1)
-            meta["generation"] = generation + (obj["spec"] != current["spec"])
+            # As the real Deployment strategy counts: annotations are copied to ReplicaSets,
+            # so changing them bumps the generation like a spec change does; labels do not.
+            before = current["metadata"].get("annotations") or {}
+            bumped = obj["spec"] != current["spec"] or (meta.get("annotations") or {}) != before
+            meta["generation"] = current["metadata"].get("generation", 1) + bumped
+        if _unchanged(current, obj):  # a no-op write keeps its resourceVersion, as etcd does
+            self.h._send(200, _scale_of(current) if self.sub == "scale" else self._out(current))
+            return
         if self.query.get("dryRun") == "All":
             self.h._send(200, _scale_of(obj) if self.sub == "scale" else self._out(obj))
             return
@@ -810,6 +951,8 @@ class Resources:
         h.send_header("Cache-Control", "no-cache, private")
         h.end_headers()
         h._record.status = 200
+        every = self.api.faults.bookmark_every
+        quiet_since = time.monotonic()
         try:
             with self.cluster.lock:
                 last = self._start_rv(rv_text)
@@ -830,8 +973,12 @@ class Resources:
                             if bookmarks:
                                 self._line(self._bookmark())
                             break
-                        self.cluster.changed.wait(min(remaining, 0.5))
+                        if bookmarks and every and time.monotonic() - quiet_since >= every:
+                            self._line(self._bookmark())
+                            quiet_since = time.monotonic()
+                        self.cluster.changed.wait(min(remaining, every or 0.5, 0.5))
                         continue
+                    quiet_since = time.monotonic()
                 for event in pending:
                     last = event.rv
                     line = self._event_line(event)
@@ -885,6 +1032,14 @@ class Resources:
         data = json.dumps(payload).encode() + b"\n"
         self.h.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.h.wfile.flush()
+
+
+def _unchanged(current: Obj, updated: Obj) -> bool:
+    def comparable(obj: Obj) -> Obj:
+        meta = {k: v for k, v in obj.get("metadata", {}).items() if k != "resourceVersion"}
+        return {**obj, "metadata": meta}
+
+    return comparable(current) == comparable(updated)
 
 
 def _gone(rv: int) -> Obj:

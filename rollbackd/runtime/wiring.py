@@ -1,0 +1,102 @@
+"""The composition root: every edge rollbackd talks through, built from ``Settings`` here.
+
+``rollbackd run``, the CLI commands (``eval``, ``history``, ``rollback``, ``notify-test``)
+and the tests take their ports from ``Edges``, so an edge is configured one way wherever it
+is used: the same API client (timeouts, no SDK retries, a User-Agent naming the replica),
+the same read retries, the same executor. An import-linter contract keeps the daemon and
+the CLI from building edges by hand.
+
+The Kubernetes client is made on first use: ``eval`` needs Prometheus only, and works on
+a machine without a kubeconfig.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import Any, cast
+
+import httpx
+from kubernetes import client
+
+from rollbackd.notifications.dingtalk import sender_for
+from rollbackd.rollbacks.execute import RollbackExecutor
+from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads, api_client
+from rollbackd.runtime.leader import LeaderElector, LeaderLabel
+from rollbackd.settings import AppRobot, RollbackSettings, Settings, WebhookRobot
+from rollbackd.signals.prometheus import PrometheusSource
+
+Obj = dict[str, Any]
+
+
+class Edges:
+    """The ports of one process, built from its settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def api(self) -> client.ApiClient:
+        return api_client(self.settings.kubernetes)
+
+    @cached_property
+    def workloads(self) -> KubernetesWorkloads:
+        """Reads, patches, watches and Events (``Workloads``, ``RolloutWatcher``,
+        ``EventRecorder``)."""
+        return KubernetesWorkloads(self.api, sleep=asyncio.sleep)
+
+    def deployments(
+        self,
+        *,
+        on_change: Callable[[Obj | None, Obj | None], None] | None = None,
+        on_sync: Callable[[bool], None] | None = None,
+    ) -> DeploymentCache:
+        """The informer of managed Deployments (not started)."""
+        return DeploymentCache(
+            self.api, self.settings.kubernetes, on_change=on_change, on_sync=on_sync
+        )
+
+    def leader(self, *, on_change: Callable[[bool], None]) -> LeaderElector:
+        return LeaderElector(self.api, self.settings.leader_election, on_change=on_change)
+
+    def leader_label(self) -> LeaderLabel:
+        """This replica's pod, as the downward API names it (nothing to label outside)."""
+        return LeaderLabel(
+            self.api,
+            namespace=os.environ.get("POD_NAMESPACE", ""),
+            name=os.environ.get("POD_NAME", ""),
+        )
+
+    def prometheus(self) -> PrometheusSource:
+        return PrometheusSource(self.settings.prometheus)
+
+    def executor(
+        self,
+        rollback: RollbackSettings | None = None,
+        *,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        may_write: Callable[[], bool] = lambda: True,
+        delivered: Callable[[str], tuple[str, ...]] = lambda incident: (),
+    ) -> RollbackExecutor:
+        """The rollback executor; ``rollback`` overrides the settings' (a reload's)."""
+        return RollbackExecutor(
+            workloads=self.workloads,
+            watcher=self.workloads,
+            events=self.workloads,
+            settings=rollback or self.settings.rollback,
+            wall_clock=wall_clock,
+            may_write=may_write,
+            delivered=delivered,
+        )
+
+    @staticmethod
+    def sender(robot: WebhookRobot | AppRobot, http: httpx.AsyncClient) -> Any:
+        """The DingTalk sender for one robot."""
+        return sender_for(robot, http)
+
+    def close(self) -> None:
+        if "api" in self.__dict__:  # made only if used
+            cast(Any, self.api).close()
