@@ -34,6 +34,7 @@ from rollbackd.errors import DingTalkError, DingTalkRateLimited, DingTalkUnexpec
 from rollbackd.model import Incident, Message
 from rollbackd.notifications.render import MAX_BYTES, Renderer
 from rollbackd.ports import Clock, Notifier
+from rollbackd.retry import DINGTALK
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import NotificationSettings
@@ -258,10 +259,12 @@ class Outbox:
                 self.on_sent(self.name, pending.message)
 
     def _backoff(self, error: DingTalkError) -> float:
-        exponent = min(self._failures - 1, 10)
+        """The one retry policy (``rollbackd.retry.DINGTALK``); a rate limit waits at least a
+        minute, doubling, as DingTalk throttles a robot for 10 minutes."""
+        hint = error.retry_after
         if isinstance(error, DingTalkRateLimited):
-            return min(60.0 * 2.0**exponent, 600.0)  # at least a minute; DingTalk throttles 10
-        return self._rng() * min(2.0 * 2.0**exponent, 300.0)  # full jitter
+            hint = max(hint or 0.0, min(60.0 * 2.0 ** min(self._failures - 1, 10), 600.0))
+        return DINGTALK.delay(self._failures - 1, self._rng, retry_after=hint)
 
 
 class Notifications:

@@ -26,7 +26,7 @@ from kubernetes import client, config
 
 from rollbackd.testing.app import SampleApp, set_traffic
 from rollbackd.testing.dingtalk import FakeDingTalk
-from rollbackd.testing.kube import KubeApiServer, seed
+from rollbackd.testing.kube import Cluster, KubeApiServer, seed
 from rollbackd.testing.services import Alertmanager, Prometheus
 
 NAMESPACE = "shop"
@@ -232,13 +232,25 @@ class Sandbox:
     # --- rollbackd -----------------------------------------------------------------------
 
     def start_daemon(self, *extra: str, log: Path | None = None) -> subprocess.Popen[bytes]:
-        path = log or self.folder / f"rollbackd-{len(self.daemons)}.log"
+        """``rollbackd run`` as the pod ``rollbackd-<n>`` in namespace rollbackd (the pod
+        exists in the fake, as the downward API names it), logging to ``log``."""
+        pod = f"rollbackd-{len(self.daemons)}"
+        path = log or self.folder / f"{pod}.log"
+        with self.kube.cluster.lock:
+            self.kube.cluster.put(
+                "pods",
+                "rollbackd",
+                Cluster.new_object(
+                    "Pod", "v1", pod, "rollbackd", {"metadata": {"labels": {"app": "rollbackd"}}}
+                ),
+            )
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "POD_NAME": pod, "POD_NAMESPACE": "rollbackd"}
         with path.open("wb") as out:  # the child keeps its own copy of the descriptor
             daemon = subprocess.Popen(
                 [sys.executable, "-m", "rollbackd", "run", "--config", str(self.config), *extra],
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env=env,
             )
         self.daemons.append(daemon)
         self.daemon_logs.append(path)
@@ -264,6 +276,14 @@ class Sandbox:
             if leading and clean >= cycles:
                 return True
         return False
+
+    def leader_pods(self) -> list[str]:
+        """The daemons' pods that carry the leader label (the webhook Service's selector)."""
+        return [
+            pod["metadata"]["name"]
+            for pod in self.kube.cluster.list_objects("pods", "rollbackd")
+            if (pod["metadata"].get("labels") or {}).get("rollbackd.io/leader") == "true"
+        ]
 
     def rollback_patches(self) -> list[Any]:
         """The rollback PATCHes the fake API server received (JSON patches with a test op)."""

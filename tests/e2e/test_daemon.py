@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -94,21 +96,51 @@ def verbs_used(box: Sandbox) -> dict[tuple[str, str], set[str]]:
     return used
 
 
-def test_two_daemons_roll_back_once_and_speak_once(box: Sandbox) -> None:
-    """Two replicas at once: exactly one rollback and one set of messages; the requests
-    they made are exactly what the shipped RBAC rules grant."""
+def readyz(log: Path) -> int:
+    """The status of ``GET /readyz`` on the daemon that wrote ``log``."""
+    (port,) = [e["port"] for e in log_events(log) if e.get("event") == "listening"]
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_sigterm_during_a_rollback_finishes_it_then_hands_over(box: Sandbox) -> None:
+    """Two replicas, both ready (a drain may evict either), only the leader's pod labelled
+    for Alertmanager's webhooks. SIGTERM reaches the leader while its rollback's rollout is
+    still going: it finishes the rollback and delivers "Rolled back" itself, renewing the
+    Lease until it releases it as its very last step; then the standby labels its own pod,
+    takes over and says "Recovered". One rollback, one incident, one set of messages; the
+    requests both made are exactly what the shipped RBAC rules grant."""
     daemons = start_and_settle(box, count=2)
+    assert [readyz(log) for log in box.daemon_logs] == [200, 200]
+    assert wait_until(lambda: len(box.leader_pods()) == 1)
+    (leading_pod,) = box.leader_pods()
+    index = int(leading_pod.rsplit("-", 1)[1])
+    leader, standby = daemons[index], daemons[1 - index]
+    box.kube.cluster.rollout_delay = 4.0  # the rolled-back pods take 4 s to be available
     box.deploy("web", "nginx:2.0")
     assert wait_until(box.rollback_patches, 40)
+    leader.send_signal(signal.SIGTERM)
+    assert leader.wait(40) == 0
+    said = log_events(box.daemon_logs[index])
+    names = [e.get("event") for e in said]
+    told = [
+        i
+        for i, e in enumerate(said)
+        if e.get("event") == "notification_sent" and e.get("kind") == "rollback_succeeded"
+    ]
+    assert told, "the leader did not deliver its own 'Rolled back'"
+    assert names.index("lease_released") > told[-1]
+    assert names[-2:] == ["lease_released", "shutdown_finished"]
+    assert wait_until(lambda: box.leader_pods() == [f"rollbackd-{1 - index}"], 15)
     assert wait_until(lambda: any(t.startswith("Recovered") for t in titles(box)), 40)
-    time.sleep(3)
     assert len(box.rollback_patches()) == 1
     assert len(incident_ids(box)) == 1
-    recovered = [t for t in titles(box) if t.startswith("Recovered")]
-    assert len(recovered) == 1
-    for daemon in daemons:  # a clean stop releases the Lease (an update) too
-        daemon.send_signal(signal.SIGTERM)
-        assert daemon.wait(30) == 0
+    assert len([t for t in titles(box) if t.startswith("Rolled back")]) == 1
+    standby.send_signal(signal.SIGTERM)  # a clean stop releases the Lease (an update) too
+    assert standby.wait(30) == 0
     assert verbs_used(box) == EXPECTED_RULES
 
 

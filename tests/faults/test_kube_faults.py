@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from rollbackd.errors import KubeNotFound, KubeThrottled
+from rollbackd.model import Incident, Target
 from rollbackd.rollbacks.execute import Outcome
 from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads, api_client
-from rollbackd.settings import KubernetesSettings
+from rollbackd.runtime.clock import SystemClock
+from rollbackd.runtime.incidents import IncidentRunner
+from rollbackd.runtime.telemetry import Telemetry
+from rollbackd.runtime.wiring import Edges
+from rollbackd.settings import KubernetesSettings, Settings
+from rollbackd.state.changes import ChangeTimes
 from rollbackd.testing.kube import Fault, seed
 from rollbackd.testing.sandbox import wait_until
 from tests.conftest import Kube
+from tests.faults.test_notification_faults import firing
 from tests.integration.test_rollbacks import ENABLED, executor, image, request, three_revisions
 
 PATCH = re.compile("/deployments/web$")
@@ -253,3 +261,84 @@ def _image(cache: DeploymentCache) -> str:
     if deployment is None:
         return ""
     return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+class Told:
+    """Notifications, as the incident core hands them over (nothing is sent here)."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def notify(self, incident: Incident) -> list[str]:
+        self.events.append(str(incident.event))
+        return []
+
+
+def test_an_incident_waits_out_a_cache_gap_and_a_relist_does_not_re_date_its_change(
+    kube: Kube,
+) -> None:
+    """During an incident the informer's stream is cut and cannot reconnect for a while:
+    the decision is deferred (decision_deferred, cache_not_synced), nothing is patched.
+    Then a 410 forces a relist: the release's change keeps the time it was first seen, and
+    once synced the decision is made on it and the rollback lands once."""
+    seed.create_namespace(kube.api, "demo")
+    seed.create_deployment(kube.api, "demo", "web", image="nginx:1.0", labels=ENABLED)
+    settings = Settings.model_validate({"kubernetes": {"kubeconfig": str(kube.kubeconfig)}})
+    edges = Edges(settings)
+    changes = ChangeTimes()
+    cache = edges.deployments(on_change=lambda o, n: changes.observe(o, n, now=datetime.now(UTC)))
+    telemetry = Telemetry()
+    incidents = IncidentRunner(
+        settings,
+        deployments=cache,
+        workloads=edges.workloads,
+        events=edges.workloads,
+        executor=edges.executor(),
+        notifications=Told(),
+        telemetry=telemetry,
+        clock=SystemClock(),
+        changes=changes,
+    )
+    target = Target("demo", "web")
+
+    def changed_at() -> datetime | None:
+        deployment = cache.get("demo", "web")
+        return changes.changed_at(deployment) if deployment else None
+
+    async def scenario() -> None:
+        cache.start()
+        assert wait_until(lambda: cache.synced)
+        seed.set_image(kube.api, "demo", "web", "nginx:2.0")
+        assert wait_until(lambda: changed_at() is not None)
+        first_seen = changed_at()
+        reconnect = re.compile(r"/deployments\?.*watch=true")
+        kube.server.faults.injected.append(Fault("GET", reconnect, 503, times=1000))
+        kube.server.faults.cut_watches = 1
+        seed.patch(kube.api, "demo", "web", {"metadata": {"annotations": {"x": "1"}}})
+        assert wait_until(lambda: not cache.synced)
+        await incidents.lead(True)
+        await incidents.handle([firing(target)])
+        assert await incidents.idle(10)
+        deferred = {"decision": "deferred", "reason": "cache_not_synced"}
+        assert telemetry.registry.get_sample_value("rollbackd_decisions_total", deferred) == 1
+        assert rollback_patches(kube) == []
+        kube.server.faults.injected.clear()
+        kube.server.faults.expire_watches = True  # the resumed watch is too old: relist
+        assert wait_until(lambda: cache.lists >= 2, 15)
+        kube.server.faults.expire_watches = False
+        assert wait_until(lambda: cache.synced, 15)
+        assert changed_at() == first_seen  # the relist did not re-date the release
+        for _ in range(50):  # the core tries the assessment again, on the next signals
+            await incidents.handle([firing(target)])
+            if rollback_patches(kube):
+                break
+            await asyncio.sleep(0.1)
+        assert await incidents.idle(15)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        cache.stop()
+        edges.close()
+    assert len(rollback_patches(kube)) == 1
+    assert image(kube) == "nginx:1.0"

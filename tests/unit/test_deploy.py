@@ -12,6 +12,9 @@ import pytest
 import yaml
 
 from rollbackd.errors import error_table_markdown
+from rollbackd.runtime.daemon import shutdown_seconds
+from rollbackd.settings import load_settings
+from tests.unit.test_settings import EXAMPLE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.33"
@@ -20,6 +23,7 @@ EXPECTED_RULES = {
     ("apps", "replicasets"): {"list"},
     ("events.k8s.io", "events"): {"create"},
     ("coordination.k8s.io", "leases"): {"get", "create", "update"},
+    ("", "pods"): {"patch"},
 }
 
 
@@ -94,6 +98,52 @@ def test_deployment_is_hardened(kubectl_binary: None) -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["resources"]["limits"]["memory"]
+
+
+def disruptions_allowed(pdb: dict[str, Any], *, replicas: int, healthy: int) -> int:
+    """What the eviction API allows for ``pdb`` (the disruption controller's arithmetic):
+    current healthy pods minus the desired healthy count, never below zero."""
+    spec = pdb["spec"]
+    if "minAvailable" in spec:
+        desired = _count(spec["minAvailable"], replicas, round_up=True)
+    else:
+        desired = replicas - _count(spec["maxUnavailable"], replicas, round_up=True)
+    return max(0, healthy - desired)
+
+
+def _count(value: int | str, replicas: int, *, round_up: bool) -> int:
+    if isinstance(value, int):
+        return value
+    share = replicas * int(value.rstrip("%"))
+    return -(-share // 100) if round_up else share // 100
+
+
+def test_a_drain_can_evict_the_leader_but_never_both(kubectl_binary: None) -> None:
+    """Finding 6: with readiness on every replica whose cache is synced (the end-to-end
+    two-replica test checks both answer /readyz 200), the shipped PodDisruptionBudget
+    allows exactly one eviction of the two replicas, the leader's included. With readiness
+    only on the leader, as before, it allowed none and a node drain hung."""
+    objects = kustomize("deploy/base", kubectl_binary)
+    (pdb,) = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
+    replicas = deployment["spec"]["replicas"]
+    assert disruptions_allowed(pdb, replicas=replicas, healthy=replicas) == 1
+    assert disruptions_allowed(pdb, replicas=replicas, healthy=1) == 0  # leader-only readiness
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    assert services["rollbackd"]["spec"]["selector"]["rollbackd.io/leader"] == "true"
+    assert "rollbackd.io/leader" not in services["rollbackd-metrics"]["spec"]["selector"]
+
+
+def test_termination_grace_covers_an_orderly_shutdown(kubectl_binary: None) -> None:
+    """Finding 4: the pod's terminationGracePeriodSeconds leaves time for the rollback in
+    flight (the shipped wait_for_rollout), the outboxes and the Lease release, so the
+    kubelet's SIGKILL never cuts a shutdown short."""
+    (deployment,) = [
+        o for o in kustomize("deploy/base", kubectl_binary) if o["kind"] == "Deployment"
+    ]
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    settings = load_settings(ROOT / "deploy/base/config.yaml", environ=EXAMPLE_ENV)
+    assert grace >= shutdown_seconds(settings)
 
 
 def test_configmap_is_the_example() -> None:
