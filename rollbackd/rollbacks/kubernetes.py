@@ -5,9 +5,11 @@ Objects travel as the API's own JSON (``_preload_content=False``, watch events w
 classes. Every call runs in a thread with a client-side timeout, and every
 ``ApiException`` or transport error becomes a ``KubeError`` with a stable code.
 
-``DeploymentCache`` keeps the managed Deployments in memory with list + watch: one LIST
-at start and after a 410 Gone, then watches that resume from the last resourceVersion,
-so a steady state costs no LISTs.
+``DeploymentCache`` keeps the managed Deployments in memory with list + watch (an informer,
+written here rather than ``kubernetes.informer.SharedInformer``, which builds a model object
+per Deployment, hands its handlers only the new object, keeps no synced state and lists
+without pages): one paged LIST at start and after a 410 Gone, then watches that resume from
+the last event applied, so a steady state costs no LISTs.
 """
 
 from __future__ import annotations

@@ -39,23 +39,30 @@ from rollbackd.runtime.logs import configure_logging, get_logger
 from rollbackd.runtime.scheduler import EvaluationScheduler
 from rollbackd.runtime.server import HttpServer, WebhookIntake, build_app
 from rollbackd.runtime.telemetry import Telemetry
-from rollbackd.runtime.wiring import Edges
+from rollbackd.runtime.wiring import RELEASE_SECONDS, Edges
 from rollbackd.settings import Settings, load_settings
 from rollbackd.state.changes import ChangeTimes
 
 log = get_logger(__name__)
 
 SHUTDOWN_STEP_SECONDS = 10.0
-LEASE_RELEASE_SECONDS = 5.0
 EXIT_OK, EXIT_FATAL = 0, 1
 
 
 def shutdown_seconds(settings: Settings) -> float:
-    """The longest an orderly shutdown takes: listener, the in-flight rollback (its
-    ``wait_for_rollout`` and one step more for its record), the outboxes, the Lease. The
-    pod's ``terminationGracePeriodSeconds`` must be at least this."""
-    rollout = settings.rollback.wait_for_rollout.total_seconds()
-    return SHUTDOWN_STEP_SECONDS + rollout + SHUTDOWN_STEP_SECONDS * 2 + LEASE_RELEASE_SECONDS
+    """The longest an orderly shutdown takes, the sum of its steps' bounds; the pod's
+    ``terminationGracePeriodSeconds`` must be at least this."""
+    return sum(
+        (
+            SHUTDOWN_STEP_SECONDS,  # the leader label off
+            SHUTDOWN_STEP_SECONDS,  # the listener
+            # the rollback in flight: its rollout, then its record and Event
+            settings.rollback.wait_for_rollout.total_seconds() + SHUTDOWN_STEP_SECONDS,
+            SHUTDOWN_STEP_SECONDS,  # the outboxes
+            # the Lease: the renewal round in flight (plus a second), then the release
+            settings.leader_election.renew_deadline.total_seconds() + 1 + RELEASE_SECONDS,
+        )
+    )
 
 
 class Daemon:
@@ -197,6 +204,8 @@ class Daemon:
         from history and it adopted the open incidents."""
         assert self.incidents is not None
         assert self.runner is not None
+        if self._shutting_down:  # the incidents in flight finish as they are
+            return False
         leading = self.leading()
         if leading == self.incidents.state.leading:
             return False
@@ -329,7 +338,11 @@ class Daemon:
         """Stop renewing, after the round in flight, then release: the very last step."""
         self._renewing.set()
         if self._lease_task is not None:
-            await _bounded(self._lease_task, "stop_renewing")
+            round_seconds = self.settings.leader_election.renew_deadline.total_seconds()
+            try:
+                await asyncio.wait_for(self._lease_task, round_seconds + 1)
+            except TimeoutError:
+                log.error("shutdown_step_timed_out", step="stop_renewing")
         await self.leader.release()
 
     async def reload(self) -> None:

@@ -51,6 +51,8 @@ log = get_logger(__name__)
 Obj = dict[str, Any]
 
 
+RELEASE_SECONDS = 5.0
+"""The release's bound, in a shutdown."""
 RECENT = 60.0
 """Seconds within which a previous holder's renewal counts as recent (DingTalk's window)."""
 
@@ -255,7 +257,7 @@ class LeaderElector:
             )
 
         try:
-            await asyncio.wait_for(asyncio.to_thread(release), 5)
+            await asyncio.wait_for(asyncio.to_thread(release), RELEASE_SECONDS)
         except (TimeoutError, KubeError) as exc:
             log.warning("lease_release_failed", error=str(exc) or "timeout")
         else:

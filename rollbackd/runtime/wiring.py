@@ -25,9 +25,11 @@ from kubernetes import client
 from rollbackd.notifications.dingtalk import sender_for
 from rollbackd.rollbacks.execute import RollbackExecutor
 from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads, api_client
-from rollbackd.runtime.leader import LeaderElector, LeaderLabel
+from rollbackd.runtime.leader import RELEASE_SECONDS, LeaderElector, LeaderLabel
 from rollbackd.settings import AppRobot, RollbackSettings, Settings, WebhookRobot
 from rollbackd.signals.prometheus import PrometheusSource
+
+__all__ = ["RELEASE_SECONDS", "Edges"]
 
 Obj = dict[str, Any]
 

@@ -3,10 +3,11 @@
 A fresh template dates itself: its ReplicaSet is created by the change. A template that
 comes back (an undo, an old release deployed again) re-adopts an old ReplicaSet, and only an
 observation of the change dates it. Observations are keyed by a digest of the template and
-ordered by ``metadata.generation``, which the API server only ever raises on spec changes:
-a watch that replays old events after a reconnect, or a relist, can neither re-date a change
-nor move the record backwards. A workload first seen in a LIST has no observed change (its
-time is unknown, and unknown never causes a rollback).
+ordered by ``metadata.generation``, which the API server only ever raises (on a change of
+a Deployment's spec or annotations, never on a status write): an old event seen again, or
+a relist, can neither re-date a change nor move the record backwards. A workload first
+seen in a LIST has no observed change (its time is unknown, and unknown never causes a
+rollback).
 
 Pure bookkeeping: the caller passes ``now``. Called from the watch thread; each update is
 one dict assignment.

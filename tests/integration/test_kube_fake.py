@@ -364,6 +364,47 @@ def test_watch_resumes_and_expires_like_the_real_server(kube: Kube) -> None:
     assert caught.value.status == 410
 
 
+def test_quiet_watches_get_bookmarks_and_lists_come_in_pages(kube: Kube) -> None:
+    """With allowWatchBookmarks a quiet watch gets BOOKMARKs carrying the current
+    resourceVersion (the knob spaces them, as the real server does about every minute);
+    a LIST with ``limit`` pages with a continue token, every page at the first page's
+    resourceVersion even when an object is created in between."""
+    seed.create_namespace(kube.api, "demo")
+    for name in ("a", "b", "c"):
+        seed.create_deployment(kube.api, "demo", name, image="nginx:1.0")
+    apps = client.AppsV1Api(kube.api)
+    kube.server.faults.bookmark_every = 0.3
+    events = list(
+        watch.Watch().stream(
+            apps.list_namespaced_deployment,
+            "demo",
+            resource_version=str(kube.server.cluster.rv),
+            timeout_seconds=1,
+            allow_watch_bookmarks=True,
+            deserialize=False,
+        )
+    )
+    assert len(events) >= 3
+    assert {e["type"] for e in events} == {"BOOKMARK"}
+    assert {e["object"]["metadata"]["resourceVersion"] for e in events} == {
+        str(kube.server.cluster.rv)
+    }
+    first = json.loads(
+        apps.list_namespaced_deployment("demo", limit=2, _preload_content=False).data
+    )
+    assert [d["metadata"]["name"] for d in first["items"]] == ["a", "b"]
+    assert first["metadata"]["remainingItemCount"] == 1
+    seed.create_deployment(kube.api, "demo", "d", image="nginx:1.0")
+    rest = json.loads(
+        apps.list_namespaced_deployment(
+            "demo", limit=2, _continue=first["metadata"]["continue"], _preload_content=False
+        ).data
+    )
+    assert [d["metadata"]["name"] for d in rest["items"]] == ["c"]
+    assert rest["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
+    assert "continue" not in rest["metadata"]
+
+
 def test_revision_history_limit_prunes_old_replicasets(kube: Kube) -> None:
     """With revisionHistoryLimit 2, only the current and two old ReplicaSets remain."""
     seed.create_namespace(kube.api, "demo")
