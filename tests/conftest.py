@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import AlertmanagerSettings, ServerSettings
 from rollbackd.testing.app import SampleApp
 from rollbackd.testing.kube import KubeApiServer
-from rollbackd.testing.sandbox import Sandbox
+from rollbackd.testing.sandbox import Sandbox, Warm
 from rollbackd.testing.services import (
     ALERTMANAGER_BINARIES,
     DEBIAN_PACKAGES,
@@ -214,10 +216,38 @@ def make_receiver() -> Iterator[Any]:
         stop()
 
 
+class Warmer:
+    """Keeps the next sandbox's app and Prometheus starting in the background while a test
+    runs, so that no test waits out Prometheus's first-targets delay. Each sandbox still
+    gets fresh processes of its own; only their start moves earlier."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="warmer")
+        self._next: Future[Warm] | None = None
+
+    def take(self) -> Warm:
+        ready = self._next or self._pool.submit(Warm)
+        self._next = self._pool.submit(Warm)
+        return ready.result()
+
+    def close(self) -> None:
+        if self._next is not None:
+            with contextlib.suppress(Exception):  # a pair that failed to start has stopped
+                self._next.result().stop()
+        self._pool.shutdown()
+
+
+@pytest.fixture(scope="session")
+def warmer() -> Iterator[Warmer]:
+    warmer = Warmer()
+    yield warmer
+    warmer.close()
+
+
 @pytest.fixture
-def box(tmp_path: Path, prometheus_binary: None) -> Iterator[Sandbox]:
+def box(tmp_path: Path, prometheus_binary: None, warmer: Warmer) -> Iterator[Sandbox]:
     """The sandbox with shop/web at nginx:1.0 scraped, where nginx:2.0 fails 30% of requests."""
-    with Sandbox(tmp_path) as sandbox:
+    with Sandbox(tmp_path, warm=warmer.take()) as sandbox:
         sandbox.errors_by_image = {"nginx:2.0": 0.3}
         sandbox.deploy("web", "nginx:1.0")
         assert sandbox.prometheus is not None

@@ -38,8 +38,32 @@ RULE_EXPR = (
 )
 
 
+class Warm:
+    """A sample app and a real Prometheus scraping it every second, started ahead of the
+    sandbox that takes them: Prometheus applies its first scrape targets about five seconds
+    after it starts, and a test suite need not wait for that once per sandbox."""
+
+    def __init__(self, interval: str = "1s") -> None:
+        self.interval = interval
+        self.app = SampleApp().start()
+        self.prometheus = Prometheus(
+            scrape_targets=[self.app.address], evaluation_interval=interval
+        )
+        try:
+            self.prometheus.start()
+            self.prometheus.wait_until_scraped()
+        except Exception:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        self.prometheus.stop()
+        self.app.stop()
+
+
 class Sandbox:
-    """Everything rollbackd talks to, started and stopped together."""
+    """Everything rollbackd talks to, started and stopped together. ``warm`` (without alert
+    rules or Alertmanager) brings an app and a Prometheus already scraping it."""
 
     def __init__(
         self,
@@ -51,10 +75,14 @@ class Sandbox:
         alert_rules: str = "",
         alert_webhook: str = "",
         alert_token: str = "",
+        warm: Warm | None = None,
     ) -> None:
         self.folder = folder
         self.kube = KubeApiServer()
-        self.app = SampleApp()
+        assert warm is None or not (alert_rules or alert_webhook), "a warm pair has no alerts"
+        assert warm is None or warm.interval == interval
+        self._warm = warm
+        self.app = warm.app if warm else SampleApp()
         self.robot = FakeDingTalk()
         self.robot.state.echo = echo_messages
         self.prometheus: Prometheus | None = None
@@ -66,6 +94,7 @@ class Sandbox:
         self.alertmanager: Alertmanager | None = None
         self.daemons: list[subprocess.Popen[bytes]] = []
         self.daemon_logs: list[Path] = []
+        self._images: dict[str, str] = {}  # the image each workload's traffic follows
         self._stop = threading.Event()
         self.kubeconfig = folder / "kubeconfig"
         self.config = folder / "config.yaml"
@@ -74,9 +103,25 @@ class Sandbox:
 
     def start(self) -> Sandbox:
         self.kube.start()
-        self.app.start()
         self.robot.start()
         self.kubeconfig.write_text(self.kube.kubeconfig())
+        if self._warm is not None:
+            self.prometheus = self._warm.prometheus
+        else:
+            self._start_prometheus()
+        configuration = client.Configuration()
+        config.load_kube_config(
+            config_file=str(self.kubeconfig), client_configuration=configuration
+        )
+        self.api = client.ApiClient(configuration)
+        seed.create_namespace(self.api, NAMESPACE)
+        seed.create_namespace(self.api, "rollbackd")
+        self.write_config()
+        threading.Thread(target=self._follow_images, daemon=True).start()
+        return self
+
+    def _start_prometheus(self) -> None:
+        self.app.start()
         alertmanagers = []
         if self.alert_webhook:
             self.alertmanager = Alertmanager(
@@ -92,16 +137,6 @@ class Sandbox:
             evaluation_interval=self.interval,
         )
         self.prometheus.start()
-        configuration = client.Configuration()
-        config.load_kube_config(
-            config_file=str(self.kubeconfig), client_configuration=configuration
-        )
-        self.api = client.ApiClient(configuration)
-        seed.create_namespace(self.api, NAMESPACE)
-        seed.create_namespace(self.api, "rollbackd")
-        self.write_config()
-        threading.Thread(target=self._follow_images, daemon=True).start()
-        return self
 
     def stop(self) -> None:
         self._stop.set()
@@ -205,6 +240,7 @@ class Sandbox:
         else:
             seed.set_image(self.api, NAMESPACE, name, image)
         self._apply_traffic(name, image, rps)
+        self._images[name] = image  # the traffic follows this release from now on
 
     def image(self, name: str) -> str:
         deployment = self.kube.cluster.get("deployments", NAMESPACE, name)
@@ -218,8 +254,9 @@ class Sandbox:
             self.errors_since[name] = time.monotonic()
 
     def _follow_images(self) -> None:
-        """The workload's errors follow the image it runs, like a real release's would."""
-        seen: dict[str, str] = {}
+        """The workload's errors follow the image it runs, like a real release's would:
+        after a rollback, or any change ``deploy`` did not make."""
+        seen = self._images
         while not self._stop.wait(0.2):
             for deployment in self.kube.cluster.list_objects("deployments", NAMESPACE):
                 name = deployment["metadata"]["name"]

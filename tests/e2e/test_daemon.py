@@ -74,7 +74,7 @@ def test_bad_release_is_rolled_back_and_recovers(box: Sandbox) -> None:
     elapsed = time.monotonic() - started
     # 5 s rate window and 1 s scrapes before the ratio shows, then `for` + one interval
     assert elapsed <= RULE_FOR + INTERVAL + 10, elapsed
-    assert box.image("web") == "nginx:1.0"
+    assert wait_until(lambda: box.image("web") == "nginx:1.0", 5)  # the patch was recorded first
     assert wait_until(lambda: any(t.startswith("Recovered") for t in titles(box)), 40)
     text = "\n".join(m["body"]["markdown"]["text"] for m in box.messages())
     for expected in ("Breach", "Rolling back", "Rolled back", "Recovered"):

@@ -103,7 +103,8 @@ def test_killed_after_patching_before_telling(box: Sandbox) -> None:
 
 def test_frozen_leader_does_not_write_when_it_wakes(box: Sandbox) -> None:
     """Split brain: the leader is frozen (SIGSTOP) past its lease, the other takes over and
-    rolls back; when the old leader resumes it finds itself not leading and writes nothing."""
+    rolls back; when the old leader resumes it finds itself not leading and writes nothing
+    but the removal of its own pod's leader label (webhooks go to the new leader)."""
     daemons = start_and_settle(box, count=2)
     logs = sorted(box.folder.glob("rollbackd-*.log"))
     leader, leader_log = next(
@@ -129,13 +130,15 @@ def test_frozen_leader_does_not_write_when_it_wakes(box: Sandbox) -> None:
     mine = f"pid {leader.pid})"
     after = [r for r in box.kube.requests[resumed:] if mine in r.user_agent]
     assert after  # it woke up and talked to the API server...
-    writes = [r for r in after if r.method in ("PATCH", "POST", "PUT")]
+    own_pod = f"/api/v1/namespaces/rollbackd/pods/rollbackd-{daemons.index(leader)}"
+    writes = [r for r in after if r.method in ("PATCH", "POST", "PUT") and r.path != own_pod]
     # Nothing on Deployments or Events; at most a Lease renewal already in flight when it
     # froze, which the API server refuses (409: the Lease changed since it was read).
     assert [r for r in writes if "/leases/" not in r.path] == []
     assert [r.status for r in writes] == [409] * len(writes)
     assert applied_rollbacks(box) == 1
     assert leader_ready(box)
+    assert box.leader_pods() == [f"rollbackd-{1 - daemons.index(leader)}"]
 
 
 def test_secrets_never_reach_logs_metrics_or_messages(box: Sandbox) -> None:
