@@ -12,12 +12,11 @@ from rollbackd.model import RuleState, Target, Transition, Verdict
 from rollbackd.notifications.dingtalk import WebhookRobotSender
 from rollbackd.notifications.outbox import Notifications, Outbox
 from rollbackd.notifications.render import Renderer
-from rollbackd.rollbacks.execute import RollbackExecutor
-from rollbackd.rollbacks.kubernetes import KubernetesWorkloads, api_client
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.incidents import IncidentRunner
 from rollbackd.runtime.telemetry import Telemetry
-from rollbackd.settings import KubernetesSettings, Settings
+from rollbackd.runtime.wiring import Edges
+from rollbackd.settings import Settings
 from rollbackd.state.changes import ChangeTimes
 from rollbackd.testing.clock import FakeClock
 from rollbackd.testing.dingtalk import FakeDingTalk, Script
@@ -102,23 +101,14 @@ def run_incident(kube: Kube, scripts: list[Script]) -> None:
                 rng=lambda: 0.5,
             )
             notifications = Notifications(settings.notifications, renderer, {"oncall": outbox})
-            workloads = KubernetesWorkloads(
-                api_client(KubernetesSettings(kubeconfig=str(kube.kubeconfig)))
-            )
-            executor = RollbackExecutor(
-                workloads=workloads,
-                watcher=workloads,
-                events=workloads,
-                settings=settings.rollback,
-                wall_clock=lambda: datetime.now(UTC),
-            )
+            edges = Edges(settings)
             incidents = IncidentRunner(
                 settings,
                 deployments=Cache(kube),  # type: ignore[arg-type]
-                workloads=workloads,
-                events=workloads,
+                workloads=edges.workloads,
+                events=edges.workloads,
                 changes=ChangeTimes(),
-                executor=executor,
+                executor=edges.executor(),
                 notifications=notifications,
                 telemetry=telemetry,
                 clock=SystemClock(),
