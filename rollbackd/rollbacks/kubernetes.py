@@ -329,8 +329,9 @@ class DeploymentCache:
       least as new as the cache's (``resourceVersionMatch=NotOlderThan``).
     - ``synced`` is true only while every namespace is listed and its watch is open. It
       turns false at a gap (a broken stream, a 410, a relist, a disconnect of any length)
-      and true again once the watch is open again: while it is false the incident core
-      makes no automatic decision.
+      and true again once the server accepted the next watch, whose first lines carry what
+      the gap missed (a watch it ends at once with 410 turns it false again): while it is
+      false the incident core makes no automatic decision.
     - Reconnects wait with the one retry policy (``rollbackd.retry.KUBE_WATCH``), honouring
       the server's Retry-After.
     """

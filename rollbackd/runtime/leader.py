@@ -274,14 +274,16 @@ class LeaderLabel:
     Every replica is ready once its caches are synced (so a PodDisruptionBudget can let a
     drain evict the leader); Alertmanager's webhooks still reach only the leader, through
     a Service that selects this label. The pod is named by the downward API (``POD_NAME``,
-    ``POD_NAMESPACE``); outside a pod there is nothing to label. A failed write is logged
-    and tried again at the next ``apply``.
+    ``POD_NAMESPACE``); outside a pod there is nothing to label. A failed write is tried
+    again at the next ``apply`` and logged once per run of failures (a missing RBAC rule
+    for pods would otherwise log every second).
     """
 
     def __init__(self, api: client.ApiClient, *, namespace: str, name: str) -> None:
         self._core = client.CoreV1Api(api)
         self._namespace, self._name = namespace, name
         self._applied: bool | None = None
+        self._failing = False
 
     @property
     def enabled(self) -> bool:
@@ -305,8 +307,10 @@ class LeaderLabel:
                 8,
             )
         except Exception as exc:  # classified, logged, tried again
-            error = kube_error(exc, what=f"label pod {self._namespace}/{self._name}")
-            log.warning("leader_label_failed", code=error.code, error=error.message)
+            if not self._failing:
+                error = kube_error(exc, what=f"label pod {self._namespace}/{self._name}")
+                log.warning("leader_label_failed", code=error.code, error=error.message)
+            self._failing = True
             return
-        self._applied = leading
+        self._applied, self._failing = leading, False
         log.info("leader_label_set", pod=f"{self._namespace}/{self._name}", leader=leading)

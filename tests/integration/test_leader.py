@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from kubernetes import client, config
+from structlog.testing import capture_logs
 
-from rollbackd.runtime.leader import LeaderElector
+from rollbackd.runtime.leader import LEADER_LABEL, LeaderElector, LeaderLabel
 from rollbackd.settings import LeaderElectionSettings
 from rollbackd.testing.kube import Fault, seed
 from tests.conftest import Kube
@@ -197,3 +198,31 @@ def test_a_leader_whose_answers_come_back_late_never_overlaps_another(kube: Kube
         fast_api.close()
     assert both == 0, f"two leaders at once in {both} samples"
     assert fast_led > 0  # the standby did take over from the late one
+
+
+def test_the_leader_label_follows_leadership_and_a_refusal_is_logged_once(kube: Kube) -> None:
+    """The leader's pod gets rollbackd.io/leader=true (the webhook Service's selector) and
+    loses it when it stops leading. Without RBAC for pods the write is refused: logged once
+    with its code however often it is tried, and applied as soon as it is allowed."""
+    seed.create_namespace(kube.api, "rollbackd")
+    cluster = kube.server.cluster
+    with cluster.lock:
+        cluster.put("pods", "rollbackd", cluster.new_object("Pod", "v1", "r-0", "rollbackd", {}))
+    label = LeaderLabel(kube.api, namespace="rollbackd", name="r-0")
+
+    def labels() -> dict[str, str]:
+        pod = cluster.get("pods", "rollbackd", "r-0") or {}
+        return dict(pod.get("metadata", {}).get("labels") or {})
+
+    kube.server.faults.forbidden.add(("patch", "pods"))
+    with capture_logs() as logs:
+        for _ in range(3):
+            asyncio.run(label.apply(True))
+    refused = [e for e in logs if e["event"] == "leader_label_failed"]
+    assert [e["code"] for e in refused] == ["ERR_KUBE_FORBIDDEN"]
+    assert LEADER_LABEL not in labels()
+    kube.server.faults.forbidden.clear()
+    asyncio.run(label.apply(True))
+    assert labels()[LEADER_LABEL] == "true"
+    asyncio.run(label.apply(False))
+    assert LEADER_LABEL not in labels()
