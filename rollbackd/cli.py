@@ -218,17 +218,11 @@ HISTORY_COLUMNS = (
 
 
 async def history_rows(settings: Settings, target: Target) -> list[dict[str, object]]:
-    edges = Edges(settings)
-    try:
-        return await _history_rows(edges, target)
-    finally:
-        edges.close()
-
-
-async def _history_rows(edges: Edges, target: Target) -> list[dict[str, object]]:
-    workloads = edges.workloads
-    deployment = await workloads.get_deployment(*target)
-    replicasets = await workloads.list_replicasets(target.namespace, selector_of(deployment))
+    with Edges(settings) as edges:
+        deployment = await edges.workloads.get_deployment(*target)
+        replicasets = await edges.workloads.list_replicasets(
+            target.namespace, selector_of(deployment)
+        )
     history = rollout_history(deployment, replicasets)
     state = read_state(deployment["metadata"].get("annotations") or {})
     last = state.last_rollback
@@ -280,13 +274,10 @@ async def manual_rollback(
     reason: str,
     force: bool = False,
 ) -> RollbackResult:
-    edges = Edges(settings)
-    try:
+    with Edges(settings) as edges:
         return await _manual_rollback(
             edges, target, to_revision=to_revision, dry_run=dry_run, reason=reason, force=force
         )
-    finally:
-        edges.close()
 
 
 async def _manual_rollback(

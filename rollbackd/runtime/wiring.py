@@ -102,3 +102,9 @@ class Edges:
     def close(self) -> None:
         if "api" in self.__dict__:  # made only if used
             cast(Any, self.api).close()
+
+    def __enter__(self) -> Edges:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
