@@ -106,13 +106,13 @@ def test_watch_survives_410_and_a_dropped_stream(kube: Kube) -> None:
     cache.start()
     try:
         assert wait_until(lambda: cache.synced)
-        watches = len([r for r in kube.server.requests if r.query.get("watch") == "true"])
+        opened = watches(kube)
         kube.server.faults.cut_watches = 1  # the open stream is cut mid-way
         kube.server.faults.injected.append(Fault("GET", re.compile("/deployments$"), 0, times=2))
         seed.set_image(kube.api, "demo", "web", "nginx:2.0")
         assert wait_until(lambda: _image(cache) == "nginx:2.0")
         assert kube.server.faults.cut_watches == 0
-        assert len([r for r in kube.server.requests if r.query.get("watch") == "true"]) > watches
+        assert watches(kube) > opened
         assert cache.lists == 1  # resumed from its resourceVersion: no LIST
         kube.server.faults.expire_watches = True
         assert wait_until(lambda: cache.lists >= 2)

@@ -796,9 +796,9 @@ class Resources:
             {
                 "causes": [
                     {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
-                ],
-                "retryAfterSeconds": 1,
+                ]
             },
+            retry_after=1,
         )
 
     def create(self) -> None:
