@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import click
@@ -18,9 +19,11 @@ import httpx
 from rollbackd import __version__
 from rollbackd.errors import ConfigError, DingTalkError, RollbackdError, TemplateFailed
 from rollbackd.incidents.decide import decide
+from rollbackd.incidents.owners import next_step, policy
 from rollbackd.model import Event, Incident, Target, Verdict, new_incident_id
 from rollbackd.notifications.render import Renderer, template_problems
 from rollbackd.rollbacks.execute import Outcome, RollbackRequest, RollbackResult
+from rollbackd.rollbacks.pauses import lift, pause_of, resumed_message
 from rollbackd.rollbacks.plan import rollout_history, selector_of, situation_of
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.daemon import run_daemon
@@ -214,6 +217,7 @@ HISTORY_COLUMNS = (
     "current",
     "known_bad",
     "incidents",
+    "owner",
 )
 
 
@@ -226,6 +230,13 @@ async def history_rows(settings: Settings, target: Target) -> list[dict[str, obj
     history = rollout_history(deployment, replicasets)
     state = read_state(deployment["metadata"].get("annotations") or {})
     last = state.last_rollback
+    owner = situation_of(
+        deployment, replicasets, argocd_namespace=settings.rollback.owners.argocd_namespace
+    ).owner
+    pause = pause_of(deployment)
+    owned = owner.label if owner else None
+    if owned and pause is not None:
+        owned += f" (re-apply paused by {pause.record.incident or 'rollbackd'})"
     rows = []
     for revision in history.revisions:
         incidents = []
@@ -241,6 +252,7 @@ async def history_rows(settings: Settings, target: Target) -> list[dict[str, obj
                 "current": revision is history.current,
                 "known_bad": revision.template_hash in state.bad_templates,
                 "incidents": ";".join(incidents) or None,
+                "owner": owned,
             }
         )
     return rows
@@ -303,8 +315,14 @@ async def _manual_rollback(
         note=reason,
         by=f"{settings.leader_election.namespace}/{settings.leader_election.lease_name}",
     )
+    situation = situation_of(
+        deployment,
+        replicasets,
+        to_revision=to_revision,
+        argocd_namespace=settings.rollback.owners.argocd_namespace,
+    )
     decision = decide(
-        situation_of(deployment, replicasets, to_revision=to_revision),
+        situation,
         breach_since=now,
         action="rollback",
         kube=settings.kubernetes,
@@ -316,7 +334,11 @@ async def _manual_rollback(
     )
     if not decision.acts:
         return RollbackResult(request, Outcome.SKIPPED, decision.reason, decision.message)
-    return await edges.executor().execute(request)
+    if situation.owner is not None:
+        action = policy(situation.owner, settings.rollback.owners)
+        step = next_step(situation.owner, action, str(target))
+        echo(f"{target}: owned by {situation.owner.label}: {step}", err=True)
+    return await edges.executor().execute(replace(request, pause=decision.pause))
 
 
 @main.command("rollback")
@@ -407,6 +429,55 @@ def notify_test(config_file: str, robot_name: str | None) -> None:
         else:
             echo(f"{name}: ok{' (errcode 0)' if kind == 'webhook' else ''}")
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+async def resume_owner(settings: Settings, target: Target) -> str:
+    """Lift the owner pause a rollback set on ``target``; what was done, for the operator."""
+    with Edges(settings) as edges:
+        deployment = await edges.workloads.get_deployment(*target)
+        pause = pause_of(deployment)
+        if pause is None:
+            return "no owner pause set by rollbackd; nothing to resume"
+        await lift(pause, workloads=edges.workloads, owners=edges.workloads)
+    message = resumed_message(pause, "resumed by an operator (`rollbackd resume`)")
+    failures = await send_message(settings, message)
+    said = "; ".join(f"{name}: {error}" for name, error in failures)
+    return f"resumed {pause.owner} (incident {pause.record.incident or '-'})" + (
+        f"; the message failed: {said}" if said else ""
+    )
+
+
+async def send_message(settings: Settings, incident: Incident) -> list[tuple[str, str]]:
+    """``incident`` to every robot that takes its event, directly; (name, error) failures."""
+    renderer = Renderer(settings.notifications.language, settings.notifications.templates_dir)
+    message = renderer.render(incident)
+    failures = []
+    async with httpx.AsyncClient() as client:
+        for robot in settings.notifications.robots:
+            events = robot.events or settings.notifications.events
+            if str(incident.event) not in events:
+                continue
+            try:
+                await Edges.sender(robot, client).send(message, at_all=False)
+            except DingTalkError as exc:
+                failures.append((robot.name, f"{exc.code}: {exc.message}"))
+    return failures
+
+
+@main.command("resume")
+@click.argument("target", callback=lambda _c, _p, v: parse_target(v))
+@config_option
+def resume(target: Target, config_file: str) -> None:
+    """Lift the owner pause (Flux reconcile, Argo CD automated sync) a rollback set."""
+    settings = load_or_exit(config_file)
+    configure_logging(level="warning", fmt="console", stream=sys.stderr)
+    try:
+        said = asyncio.run(resume_owner(settings, target))
+    except RollbackdError as exc:
+        echo(f"{target}: resume failed: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    echo(f"{target}: {said}")
+    sys.exit(EXIT_OK)
 
 
 @main.command("run")

@@ -132,6 +132,8 @@ class Event(StrEnum):
     RECOVERED = "recovered"
     ESCALATED = "escalated"
     OUTAGE = "outage"  # many workloads breaching together: one message names them all
+    OWNER_PAUSED = "owner_paused"  # the rollback paused the owner's re-apply
+    OWNER_RESUMED = "owner_resumed"  # the pause was lifted (by a person or by itself)
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,8 @@ class Incident:
     graph_url: str = ""
     note: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    owner: str = ""  # the GitOps controller or Helm release that applies the workload
+    next_step: str = ""  # what a person must do so that the owner stops re-applying it
 
 
 @dataclass(frozen=True)

@@ -52,10 +52,18 @@ class Workloads(Protocol):
         ...
 
     async def annotate_deployment(
-        self, namespace: str, name: str, annotations: dict[str, str]
+        self, namespace: str, name: str, annotations: dict[str, str | None]
     ) -> None:
-        """Set annotations only (rollbackd's delivery record); never the template."""
+        """Set annotations only (None removes one); never the template."""
         ...
+
+
+class OwnerObjects(Protocol):
+    """Reads and merge-patches the objects that own workloads (Argo CD, Flux)."""
+
+    async def get_owner(self, kind: str, namespace: str, name: str) -> Obj: ...
+
+    async def patch_owner(self, kind: str, namespace: str, name: str, patch: Obj) -> Obj: ...
 
 
 class RolloutWatcher(Protocol):

@@ -231,6 +231,8 @@ Event = Literal[
     "recovered",
     "escalated",
     "outage",
+    "owner_paused",
+    "owner_resumed",
 ]
 ALL_EVENTS: tuple[Event, ...] = (
     "breach",
@@ -241,6 +243,8 @@ ALL_EVENTS: tuple[Event, ...] = (
     "recovered",
     "escalated",
     "outage",
+    "owner_paused",
+    "owner_resumed",
 )
 
 
@@ -472,6 +476,41 @@ class BlastRadius(_Section):
     )
 
 
+class OwnerPolicies(_Section):
+    """What a rollback does when a GitOps controller or Helm owns the workload."""
+
+    argocd: Literal["notify", "pause"] = Field(
+        "notify",
+        description="notify: no rollback (Argo CD would revert it); pause: turn off the "
+        "Application's automated sync, then roll back (needs deploy/overlays/argocd)",
+    )
+    flux: Literal["pause", "notify"] = Field(
+        "pause",
+        description="pause: the rollback also sets kustomize.toolkit.fluxcd.io/reconcile: "
+        "disabled on the workload; notify: no rollback",
+    )
+    helm: Literal["notify", "rollback"] = Field(
+        "notify",
+        description="notify: no rollback; rollback: undo the live object and warn that the "
+        "next helm upgrade re-applies it",
+    )
+    default: Literal["notify", "rollback"] = Field(
+        "notify",
+        description="an owner that is only hinted at or ambiguous (a guess never pauses)",
+    )
+    max_pause: Duration = Field(
+        timedelta(hours=24), description="a pause rollbackd set is lifted after this at the latest"
+    )
+    check_every: Duration = Field(
+        timedelta(seconds=30),
+        description="how often the leader reads a paused owner's revision (lifts the pause "
+        "when it moved on)",
+    )
+    argocd_namespace: str = Field(
+        "argocd", description="where Argo CD's Applications live (tracking ids name no namespace)"
+    )
+
+
 class RollbackSettings(_Section):
     dry_run: bool = Field(False, description="go through every step except the write")
     change_window: Duration = Field(
@@ -491,6 +530,10 @@ class RollbackSettings(_Section):
     )
     verify_window: Duration = Field(
         timedelta(minutes=10), description="after a rollback: recovered within this, or escalate"
+    )
+    owners: OwnerPolicies = Field(
+        default_factory=OwnerPolicies,
+        description="per owner (Argo CD, Flux, Helm): pause it, notify only, or roll back",
     )
 
 

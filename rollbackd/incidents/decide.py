@@ -24,6 +24,9 @@ change_after_breach    notify       the template changed after the breach began:
                                     did not cause it (it may be the fix)
 no_recent_change       notify       no change within ``change_window`` before the breach,
                                     or the change time is unknown
+owner_policy           notify       an owner re-applies the workload and ``rollback.owners``
+                                    says notify for it (``owners.py``): a live undo would
+                                    be reverted, so the message says what a person must do
 widespread_breach      notify       more than ``blast_radius.max_targets`` workloads
                                     breached within ``blast_radius.window``: an outage
 cooldown               notify       ``rollbackd.io/cooldown-until`` is in the future
@@ -44,6 +47,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from rollbackd import selectors
+from rollbackd.incidents.owners import Owner, OwnerAction, policy, reapplied
 from rollbackd.model import Target
 from rollbackd.settings import KubernetesSettings, RollbackSettings
 from rollbackd.state.annotations import DISABLED, DeploymentState
@@ -66,6 +70,7 @@ class Reason(StrEnum):
     UNKNOWN_BREACH_START = "unknown_breach_start"
     CHANGE_AFTER_BREACH = "change_after_breach"
     NO_RECENT_CHANGE = "no_recent_change"
+    OWNER_POLICY = "owner_policy"
     WIDESPREAD_BREACH = "widespread_breach"
     COOLDOWN = "cooldown"
     BUDGET_EXHAUSTED = "budget_exhausted"
@@ -103,6 +108,7 @@ class Situation:
     changed_at: datetime | None  # when the current template became current, if known
     state: DeploymentState
     undo: Undo | NoUndo | None = None  # what a rollback would do now, when planned
+    owner: Owner | None = None  # the GitOps controller or Helm release that applies it
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,7 @@ class Decision:
     message: str
     target: Target
     dry_run: bool = False
+    pause: Owner | None = None  # the owner whose re-apply the rollback pauses
 
     @property
     def acts(self) -> bool:
@@ -145,9 +152,12 @@ def decide(
     cooldown (the opt-out and the write's precondition still hold).
     """
 
+    owner, owner_action = situation.owner, policy(situation.owner, rollback.owners)
+
     def outcome(kind: Action, reason: Reason, message: str) -> Decision:
         dry_run = rollback.dry_run and kind is Action.ROLLBACK
-        return Decision(kind, reason, message, situation.target, dry_run)
+        paused = owner if kind is Action.ROLLBACK and owner_action is OwnerAction.PAUSE else None
+        return Decision(kind, reason, message, situation.target, dry_run, paused)
 
     target, state = situation.target, situation.state
     if not is_managed(situation, kube):
@@ -164,6 +174,14 @@ def decide(
         )
         if objection is not None:
             return outcome(Action.NOTIFY, *objection)
+    if not manual and owner is not None and owner_action is OwnerAction.NOTIFY:
+        setting = "default" if not owner.certain else str(owner.tool)
+        return outcome(
+            Action.NOTIFY,
+            Reason.OWNER_POLICY,
+            f"{owner.label} applies {target}; rollback.owners.{setting} is notify: a live "
+            "undo would not last, so it is left to a person",
+        )
     radius = rollback.blast_radius
     if not manual and breaching_together > radius.max_targets:
         return outcome(
@@ -214,11 +232,7 @@ def _memory_guard(situation: Situation) -> tuple[Reason, str] | None:
             "it will not undo its undo",
         )
     if situation.current_hash in state.bad_templates:
-        return (
-            Reason.OWNER_REAPPLIED,
-            "the current template is one rollbackd already rolled back from, applied again "
-            "by its owner; not a new change, so not undone again",
-        )
+        return Reason.OWNER_REAPPLIED, reapplied(situation.owner)
     return None
 
 

@@ -42,6 +42,7 @@ from rollbackd.incidents.decide import (
     decide,
     duration,
 )
+from rollbackd.incidents.owners import Owner, OwnerAction, next_step, policy, reapplied
 from rollbackd.model import Event, Incident, RuleState, Target, Transition, Verdict, new_incident_id
 from rollbackd.settings import KubernetesSettings, RollbackSettings
 from rollbackd.state.annotations import LastRollback, parse_time
@@ -52,6 +53,9 @@ RETRY_DELAYS = (15.0, 60.0)
 UNSYNCED_RETRY = timedelta(seconds=2)
 """How soon an assessment made on an unsynced Deployment cache is tried again."""
 CACHE_NOT_SYNCED = "cache_not_synced"
+RECHECK = timedelta(seconds=30)
+"""While a rolled-back workload breaches again, how often its template is read again: the
+template rolled back from may be back, re-applied by its owner."""
 """Seconds before a second and a third attempt (after transient API failures)."""
 MAX_CLOSED = 1000
 """Recently closed incident ids kept, so a lagging record is never adopted again."""
@@ -164,6 +168,7 @@ class RolledBack:
     transient: bool = False
     at: str = ""  # the record's time, as written on the workload
     undo: Undo | None = None  # the revisions it moved between, when it got that far
+    paused: bool = False  # the owner's re-apply was paused with it
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,7 @@ class StartRollback:
     threshold: float | None
     dry_run: bool
     expected_hash: str
+    pause: Owner | None = None  # the owner whose re-apply is paused with the rollback
 
 
 @dataclass(frozen=True)
@@ -392,6 +398,13 @@ class _Machine:
                 note = next((v.note for v in seen if v.note), "")
                 self.say(case, Event.RECOVERED, note=note or case.facts.note)
                 self.close(case)
+            elif (
+                case.phase is Phase.VERIFYING
+                and any(_firing(v) for v in seen)
+                and (case.retry_at is None or self.now >= case.retry_at)  # at most every RECHECK
+            ):
+                self.cases[target] = replace(case, retry_at=self.now + RECHECK)
+                self.effects.append(Assess(target, case.id))
         self.prune()
 
     def recovered(self, target: Target, seen: list[Verdict]) -> bool:
@@ -453,6 +466,9 @@ class _Machine:
         case = self.cases.get(event.target)
         if not self.leading or case is None or case.id != event.incident:
             return
+        if case.phase is Phase.VERIFYING:
+            self.rechecked(case, event)
+            return
         if case.phase is not Phase.ASSESSING:
             return
         warm = (self.leading_since or self.now) + self.config.warmup
@@ -508,6 +524,7 @@ class _Machine:
             ),
             situation.undo,
         )
+        facts = _with_owner(facts, situation, decision, self.config.rollback)
         case = replace(case, facts=facts)
         if decision.action is Action.NOTIFY:
             self.notify_only(case, decision, together)
@@ -536,8 +553,43 @@ class _Machine:
                 threshold=facts.threshold,
                 dry_run=decision.dry_run,
                 expected_hash=situation.current_hash,
+                pause=decision.pause,
             )
         )
+
+    def rechecked(self, case: Case, event: Assessed) -> None:
+        """Breaching again after the rollback: if the template rolled back from is back,
+        its owner re-applied it. Not a new change: one message, no second rollback."""
+        situation = event.situation
+        if situation is None or not event.synced:
+            return
+        if situation.current_hash not in situation.state.bad_templates:
+            return  # still the rolled-back template: verification goes on
+        decision = Decision(
+            Action.NOTIFY,
+            Reason.OWNER_REAPPLIED,
+            reapplied(situation.owner),
+            case.target,
+        )
+        self.decided(case, decision)
+        facts = replace(
+            case.facts, reason=decision.message, reason_code=str(decision.reason), dry_run=False
+        )
+        case = replace(
+            case,
+            phase=Phase.NOTIFIED,
+            facts=_with_owner(facts, situation, decision, self.config.rollback),
+        )
+        self.cases[case.target] = case
+        self.effects.append(
+            Note(
+                case.target,
+                case.id,
+                EVENT_SKIPPED,
+                f"skipped (owner_reapplied): {decision.message}",
+            )
+        )
+        self.say(case, Event.SKIPPED)
 
     def decided(self, case: Case, decision: Decision) -> None:
         self.effects.append(Decided(case.target, case.id, decision))
@@ -607,6 +659,8 @@ class _Machine:
             )
             self.cases[case.target] = case
             self.say(case, Event.ROLLBACK_SUCCEEDED)
+            if event.paused:
+                self.say(case, Event.OWNER_PAUSED)
         elif event.outcome == "skipped":
             self.cases[case.target] = replace(case, phase=Phase.NOTIFIED)
             self.say(case, Event.SKIPPED)
@@ -800,6 +854,19 @@ def _began(verdict: Verdict) -> datetime:
 
 def _finite(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else value  # NaN is not a value
+
+
+def _with_owner(
+    facts: Incident, situation: Situation, decision: Decision, rollback: RollbackSettings
+) -> Incident:
+    """The facts with the workload's owner and what a person must do about it."""
+    owner = situation.owner
+    if owner is None:
+        return facts
+    images = ", ".join(facts.from_images)
+    action = policy(owner, rollback.owners) if decision.acts else OwnerAction.NOTIFY
+    step = next_step(owner, action, str(situation.target), images=images)
+    return replace(facts, owner=owner.label, next_step=step)
 
 
 def _with_undo(facts: Incident, undo: Undo | NoUndo | None) -> Incident:

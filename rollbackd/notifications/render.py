@@ -40,6 +40,8 @@ _TITLES = {
         Event.RECOVERED: "Recovered",
         Event.ESCALATED: "Still breaching after rollback",
         Event.OUTAGE: "Outage, not rolling back",
+        Event.OWNER_PAUSED: "Owner paused",
+        Event.OWNER_RESUMED: "Owner resumed",
     },
     "zh": {
         Event.BREACH: "指标异常",
@@ -50,6 +52,8 @@ _TITLES = {
         Event.RECOVERED: "已恢复",
         Event.ESCALATED: "回滚后仍异常",
         Event.OUTAGE: "大面积异常，不回滚",
+        Event.OWNER_PAUSED: "已暂停属主同步",
+        Event.OWNER_RESUMED: "已恢复属主同步",
     },
 }
 
@@ -79,6 +83,8 @@ def _escaped(incident: Incident) -> Incident:
         rule=text(incident.rule),
         reason=text(incident.reason),
         note=text(incident.note),
+        owner=text(incident.owner),
+        next_step=text(incident.next_step),
         from_images=tuple(text(image) for image in incident.from_images),
         to_images=tuple(text(image) for image in incident.to_images),
         graph_url=_safe_url(incident.graph_url),
@@ -131,6 +137,8 @@ def sample_incident(event: Event) -> Incident:
         graph_url="http://prometheus.monitoring:9090/graph",
         note="sample",
         labels={"team": "shop"},
+        owner="Flux Kustomization flux-system/shop at revision main@sha1:4f2a9c1",
+        next_step="revert commit main@sha1:4f2a9c1 in the source of Kustomization shop",
     )
 
 
@@ -173,7 +181,12 @@ def plain_text(incident: Incident, *, code: str) -> str:
             f"- revisions: {incident.from_revision} ({', '.join(incident.from_images)}) -> "
             f"{incident.to_revision} ({', '.join(incident.to_images)})"
         )
-    for label, text in (("reason", incident.reason), ("note", incident.note)):
+    for label, text in (
+        ("reason", incident.reason),
+        ("owner", incident.owner),
+        ("next step", incident.next_step),
+        ("note", incident.note),
+    ):
         if text:
             lines.append(f"- {label}: {text}")
     lines.append(f"- (template failed, {code}: plain message sent)")

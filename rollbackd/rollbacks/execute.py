@@ -34,8 +34,9 @@ from rollbackd.errors import (
     RolloutNotAvailable,
 )
 from rollbackd.incidents.lifecycle import EVENT_FAILED, EVENT_ROLLBACK, EVENT_SKIPPED
+from rollbackd.incidents.owners import FLUX_RECONCILE, RECONCILE_LEVER, SYNC_LEVER, Kind, Owner
 from rollbackd.model import Target
-from rollbackd.ports import EventRecorder, RolloutWatcher, Workloads
+from rollbackd.ports import EventRecorder, OwnerObjects, RolloutWatcher, Workloads
 from rollbackd.retry import Backoff, Sleep, retrying
 from rollbackd.rollbacks.plan import Plan, Skip, deployment_state, plan_rollback, selector_of
 from rollbackd.rollbacks.status import rollout_status
@@ -43,7 +44,9 @@ from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import RollbackSettings
 from rollbackd.state.annotations import (
     MESSAGES,
+    PAUSED_OWNER,
     LastRollback,
+    PausedOwner,
     after_rollback,
     format_messages,
     format_time,
@@ -77,6 +80,7 @@ class RollbackRequest:
     expected_hash: str = ""  # the template the decision judged; another one means a new deploy
     op: str = ""
     by: str = ""  # this installation, so that another one never adopts the incident
+    pause: Owner | None = None  # the owner whose re-apply is paused with the rollback
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,7 @@ class RollbackResult:
     seconds: float = 0.0
     written: bool = False  # the rollback reached the cluster (even if it did not finish)
     at: str = ""  # the time in the record written with it
+    paused: bool = False  # the owner's re-apply was paused with it
 
     @property
     def dry_run(self) -> bool:
@@ -104,6 +109,7 @@ class RollbackResult:
 
 
 NEWER_CHANGE = "newer_change"
+OWNER_PAUSE_FAILED = "owner_pause_failed"
 MIN_RETRY_SECONDS = 5.0
 
 
@@ -122,6 +128,7 @@ class RollbackExecutor:
         attempts: int = 3,
         sleep: Sleep = asyncio.sleep,
         delivered: Callable[[str], tuple[str, ...]] = lambda incident: (),
+        owners: OwnerObjects | None = None,
     ) -> None:
         self._workloads = workloads
         self._watcher = watcher
@@ -132,6 +139,7 @@ class RollbackExecutor:
         self._attempts = attempts
         self._sleep = sleep
         self._delivered = delivered
+        self._owners = owners
 
     async def execute(self, request: RollbackRequest) -> RollbackResult:
         started = time.monotonic()
@@ -144,13 +152,24 @@ class RollbackExecutor:
         return replace(result, seconds=round(time.monotonic() - started, 3))
 
     async def _execute(self, request: RollbackRequest) -> RollbackResult:
+        pause = await self._pause_owner(request)
+        if isinstance(pause, RollbackResult):
+            return pause
+        result = await self._roll_back(request, pause)
+        if pause is not None and pause.lever == SYNC_LEVER and not result.written:
+            await self._restore_application(pause)  # nothing to protect: undo the pause
+        return replace(result, paused=pause is not None and result.written)
+
+    async def _roll_back(
+        self, request: RollbackRequest, pause: PausedOwner | None
+    ) -> RollbackResult:
         sent: list[Plan] = []  # a patch whose answer was lost may have landed
 
         def retry_logged(exc: RollbackdError, wait: float) -> None:
             log.warning("rollback_retry", code=exc.code, error=exc.message, retry_in=round(wait, 2))
 
         outcome = await retrying(
-            lambda: self._attempt(request, sent),
+            lambda: self._attempt(request, sent, pause),
             policy=Backoff(
                 deadline=max(MIN_RETRY_SECONDS, self._settings.wait_for_rollout.total_seconds())
             ),
@@ -164,7 +183,7 @@ class RollbackExecutor:
         return await self._verify(request, plan)
 
     async def _attempt(
-        self, request: RollbackRequest, sent: list[Plan]
+        self, request: RollbackRequest, sent: list[Plan], pause: PausedOwner | None
     ) -> RollbackResult | tuple[Obj, Plan]:
         """One read-plan-write; a transient error raised here retries it from the read."""
         namespace, name = request.target
@@ -174,7 +193,7 @@ class RollbackExecutor:
             last = deployment_state(deployment, replicasets).last_rollback
             if sent and last is not None and last.incident == request.incident:
                 return deployment, sent[-1]  # the earlier write landed; its answer was lost
-            plan = self._plan(request, deployment, replicasets)
+            plan = self._plan(request, deployment, replicasets, pause)
             if isinstance(plan, Skip):
                 return await self._skipped(request, deployment, plan.reason, plan.message)
             if request.expected_hash and plan.from_revision.template_hash != request.expected_hash:
@@ -226,7 +245,11 @@ class RollbackExecutor:
         )
 
     def _plan(
-        self, request: RollbackRequest, deployment: Obj, replicasets: list[Obj]
+        self,
+        request: RollbackRequest,
+        deployment: Obj,
+        replicasets: list[Obj],
+        pause: PausedOwner | None,
     ) -> Plan | Skip:
         state = deployment_state(deployment, replicasets)
         plan = plan_rollback(
@@ -261,7 +284,63 @@ class RollbackExecutor:
         )
         # What was already said rides along, so a new leader after a crash says only the rest.
         annotations[MESSAGES] = format_messages(request.incident, self._delivered(request.incident))
+        if pause is not None:  # the pause and its record land with the rollback, or neither
+            annotations[PAUSED_OWNER] = replace(pause, at=record.at).to_json()
+            if pause.lever == RECONCILE_LEVER:
+                annotations[FLUX_RECONCILE] = "disabled"
         return replace(plan.with_annotations(annotations), record_at=record.at)
+
+    # --- the owner's pause -------------------------------------------------------------
+
+    async def _pause_owner(self, request: RollbackRequest) -> PausedOwner | RollbackResult | None:
+        """The pause to set with the rollback; Argo CD's is set first, or nothing is done.
+
+        Flux's lever is an annotation riding in the rollback's own patch. Argo CD's is the
+        Application's automated sync, turned off before the rollback: with selfHeal the
+        undo would be reverted within seconds otherwise. When that write is refused, no
+        rollback is made (it would not last) and the result says why.
+        """
+        owner = request.pause
+        if owner is None or request.dry_run:
+            return None
+        paused = PausedOwner(
+            incident=request.incident,
+            at="",
+            tool=str(owner.tool),
+            kind=str(owner.kind),
+            name=owner.name,
+            namespace=owner.namespace,
+            lever=RECONCILE_LEVER,
+            revision=owner.revision,
+        )
+        if owner.kind is not Kind.APPLICATION:
+            deployment = await self._workloads.get_deployment(*request.target)
+            annotations = deployment["metadata"].get("annotations") or {}
+            if annotations.get(FLUX_RECONCILE) == "disabled":
+                return None  # a person paused it already: nothing of ours to lift later
+            return paused
+        if self._owners is None or not self._may_write():
+            return _owner_refused(request, "no access to owner objects")
+        try:
+            app = await self._owners.get_owner(owner.kind, owner.namespace, owner.name)
+            automated = ((app.get("spec") or {}).get("syncPolicy") or {}).get("automated")
+            if automated is None:
+                return None  # no automated sync: nothing re-applies the bad template
+            patch = {"spec": {"syncPolicy": {"automated": None}}}
+            await self._owners.patch_owner(owner.kind, owner.namespace, owner.name, patch)
+        except KubeError as exc:
+            return _owner_refused(request, f"{exc.code}: {exc.message}")
+        log.info("owner_paused", owner=owner.label, lever=SYNC_LEVER)
+        return replace(paused, lever=SYNC_LEVER, restore={"automated": automated})
+
+    async def _restore_application(self, paused: PausedOwner) -> None:
+        if self._owners is None:
+            return
+        patch = {"spec": {"syncPolicy": paused.restore}}
+        try:
+            await self._owners.patch_owner(paused.kind, paused.namespace, paused.name, patch)
+        except KubeError as exc:
+            log.error("owner_not_restored", owner=paused.name, code=exc.code, error=exc.message)
 
     async def _verify(self, request: RollbackRequest, plan: Plan) -> RollbackResult:
         wait = self._settings.wait_for_rollout.total_seconds()
@@ -333,6 +412,18 @@ class RollbackExecutor:
             await self._events.record_event(deployment, reason=reason, note=note, warning=warning)
         except KubeError as exc:  # an Event is a courtesy: it never fails a rollback
             log.warning("event_not_recorded", reason=reason, code=exc.code, error=exc.message)
+
+
+def _owner_refused(request: RollbackRequest, why: str) -> RollbackResult:
+    owner = request.pause
+    assert owner is not None
+    return RollbackResult(
+        request,
+        Outcome.SKIPPED,
+        OWNER_PAUSE_FAILED,
+        f"could not turn off the automated sync of {owner.label} ({why}); a rollback would "
+        "be reverted at once, so nothing was written",
+    )
 
 
 def _summary(plan: Plan) -> str:

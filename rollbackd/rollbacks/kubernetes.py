@@ -44,6 +44,7 @@ from rollbackd.errors import (
     KubeUnreachable,
     RollbackdError,
 )
+from rollbackd.incidents.owners import OWNER_RESOURCES
 from rollbackd.model import Target
 from rollbackd.retry import KUBE_READ, KUBE_WATCH, Sleep, retrying
 from rollbackd.runtime.logs import get_logger
@@ -179,6 +180,7 @@ class KubernetesWorkloads:
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._apps = client.AppsV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
         self._events = client.EventsV1Api(api)
         self._timeout = timeout
         self._instance = instance or socket.gethostname()
@@ -231,7 +233,7 @@ class KubernetesWorkloads:
         return dict(_json(response))
 
     async def annotate_deployment(
-        self, namespace: str, name: str, annotations: dict[str, str]
+        self, namespace: str, name: str, annotations: dict[str, str | None]
     ) -> None:
         """Set annotations with a merge patch: no precondition, the template is untouched."""
         body = {"metadata": {"annotations": annotations}}
@@ -245,6 +247,35 @@ class KubernetesWorkloads:
                 **self._opts(),
             ),
         )
+
+    async def get_owner(self, kind: str, namespace: str, name: str) -> Obj:
+        """An Argo CD Application or a Flux Kustomization / HelmRelease (``OwnerObjects``)."""
+        group, version, plural = OWNER_RESOURCES[kind]
+        response = await self._read(
+            f"get {plural}.{group} {namespace}/{name}",
+            lambda: self._custom.get_namespaced_custom_object(
+                group, version, namespace, plural, name, **self._opts()
+            ),
+        )
+        return dict(_json(response))
+
+    async def patch_owner(self, kind: str, namespace: str, name: str, patch: Obj) -> Obj:
+        """A merge patch of an owner object (its automated sync, say); not retried here."""
+        group, version, plural = OWNER_RESOURCES[kind]
+        response = await self._call(
+            f"patch {plural}.{group} {namespace}/{name}",
+            lambda: self._custom.patch_namespaced_custom_object(
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+                patch,
+                _content_type="application/merge-patch+json",
+                **self._opts(),
+            ),
+        )
+        return dict(_json(response))
 
     async def wait_deployment(
         self, namespace: str, name: str, done: Callable[[Obj], bool], wait_seconds: float
@@ -348,6 +379,7 @@ class DeploymentCache:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self._apps = client.AppsV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
         self._settings = settings
         self._watch_seconds = watch_seconds
         self._page_size = page_size

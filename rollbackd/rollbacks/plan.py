@@ -11,7 +11,8 @@ status writes during a rollout do not make the patch fail.
 Differences from kubectl, on purpose: the default target is the newest *older* revision
 whose template is not known to be bad (kubectl takes the second-highest revision, so two
 undos in a row flip back to the bad template); rollbackd's own ``rollbackd.io/*``
-annotations are carried from the Deployment, never restored from an old ReplicaSet.
+annotations and the owner's markers (Argo CD's tracking id, Helm's release, Flux's
+reconcile switch) are carried from the Deployment, never restored from an old ReplicaSet.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from rollbackd.incidents.decide import NoUndo, Situation, Undo
+from rollbackd.incidents.owners import OWNER_ANNOTATIONS, owner_of
 from rollbackd.model import Target
 from rollbackd.state.annotations import PREFIX, DeploymentState, parse_time, state_of
 
@@ -40,6 +42,7 @@ KEPT_FROM_DEPLOYMENT = (
     "deployment.kubernetes.io/desired-replicas",
     "deployment.kubernetes.io/max-replicas",
     "deprecated.deployment.rollback.to",
+    *OWNER_ANNOTATIONS,  # an undo never changes who owns the workload, nor its pause
 )
 
 
@@ -287,6 +290,7 @@ def situation_of(
     *,
     observed_change: datetime | None = None,
     to_revision: int | None = None,
+    argocd_namespace: str = "argocd",
 ) -> Situation:
     """What the guards need to know about ``deployment``, with the rollback it allows."""
     meta = deployment["metadata"]
@@ -315,4 +319,15 @@ def situation_of(
         changed_at=changed_at(history, observed=observed_change),
         state=state,
         undo=undo,
+        owner=owner_of(
+            meta.get("labels") or {},
+            annotations,
+            managers_of(deployment),
+            argocd_namespace=argocd_namespace,
+        ),
     )
+
+
+def managers_of(obj: Obj) -> list[str]:
+    """The field managers that wrote ``obj`` (``metadata.managedFields``)."""
+    return [str(m.get("manager", "")) for m in obj["metadata"].get("managedFields") or []]

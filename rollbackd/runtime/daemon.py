@@ -32,6 +32,7 @@ from rollbackd.errors import ConfigError
 from rollbackd.model import Verdict
 from rollbackd.notifications.outbox import Notifications, Outbox
 from rollbackd.notifications.render import Renderer
+from rollbackd.rollbacks.pauses import PauseKeeper
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
 from rollbackd.runtime.incidents import IncidentRunner, with_breach_starts
@@ -177,6 +178,7 @@ class Daemon:
                 clock=self.clock,
                 changes=self.changes,
                 is_leader=self.is_leader,
+                owners=self.workloads,
             )
         else:
             self.incidents.reconfigure(
@@ -268,6 +270,7 @@ class Daemon:
                 self._lease_task = asyncio.create_task(self.leader.run(self._renewing))
             if self.label.enabled:
                 self._spawn(self._keep_label(), "leader-label")
+            self._spawn(self._keep_pauses(), "owner-pauses")
             intake = None
             if settings.alertmanager.enabled:
                 intake = WebhookIntake(
@@ -333,6 +336,21 @@ class Daemon:
         while not self._shutting_down:
             await self.label.apply(self.leading())
             await asyncio.sleep(period / 2)
+
+    async def _keep_pauses(self) -> None:
+        """On the leader: lift the owner pauses whose owner moved on or that lasted long."""
+        keeper = PauseKeeper(
+            deployments=self.cache.all,
+            workloads=self.workloads,
+            owners=self.workloads,
+            notifications=lambda: self.notifications,
+            policies=lambda: self.settings.rollback.owners,
+            now=lambda: self.clock.now().wall,
+        )
+        while not self._shutting_down:
+            if self.leading() and self.cache.synced:
+                await keeper.check()
+            await asyncio.sleep(self.settings.rollback.owners.check_every.total_seconds())
 
     async def _release_lease(self) -> None:
         """Stop renewing, after the round in flight, then release: the very last step."""

@@ -28,9 +28,10 @@ import structlog
 from rollbackd.errors import KubeError, PrometheusError, RollbackdError, all_error_classes
 from rollbackd.incidents import lifecycle as core
 from rollbackd.incidents.decide import Undo
+from rollbackd.incidents.owners import OWNER_RESOURCES, Owner, owner_revision
 from rollbackd.model import Incident, RuleState, Target, Verdict
 from rollbackd.notifications.render import graph_url
-from rollbackd.ports import Clock, EventRecorder, MetricsSource, Workloads
+from rollbackd.ports import Clock, EventRecorder, MetricsSource, OwnerObjects, Workloads
 from rollbackd.rollbacks.execute import Outcome, RollbackExecutor, RollbackRequest, RollbackResult
 from rollbackd.rollbacks.plan import selector_of, situation_of
 from rollbackd.runtime.logs import get_logger
@@ -102,8 +103,10 @@ class IncidentRunner:
         clock: Clock,
         changes: ChangeTimes,
         is_leader: Callable[[], bool] = lambda: True,
+        owners: OwnerObjects | None = None,
     ) -> None:
         self.state = core.initial(core_config(settings))
+        self._owners = owners
         self._deployments = deployments
         self._workloads = workloads
         self._events = events
@@ -263,14 +266,33 @@ class IncidentRunner:
             )
             return
         situation = situation_of(
-            deployment, replicasets, observed_change=self._changes.changed_at(deployment)
+            deployment,
+            replicasets,
+            observed_change=self._changes.changed_at(deployment),
+            argocd_namespace=self.state.config.rollback.owners.argocd_namespace,
         )
+        if situation.owner is not None:
+            situation = replace(situation, owner=await self._owner_revision(situation.owner))
         if situation.state.problems:
             with _bound(target, incident):
                 log.error("state_unreadable", problems=list(situation.state.problems))
         # A gap that opened while reading makes the read as doubtful as one before it.
         synced = self._deployments.synced
         await self.submit(core.Assessed(target, incident, situation, self._recent(), synced=synced))
+
+    async def _owner_revision(self, owner: Owner) -> Owner:
+        """The owner with the source revision its status names, when it can be read (the
+        optional RBAC of ``deploy/overlays/argocd``, or Flux's read access)."""
+        if self._owners is None or not owner.certain or not owner.name:
+            return owner
+        if owner.kind not in OWNER_RESOURCES:
+            return owner
+        try:
+            found = await self._owners.get_owner(owner.kind, owner.namespace, owner.name)
+        except KubeError as exc:
+            log.info("owner_unreadable", owner=owner.label, code=exc.code)
+            return owner
+        return replace(owner, revision=owner_revision(owner.kind, found))
 
     def _recent(self) -> frozenset[tuple[Target, str]]:
         """Every automatic rollback recorded on the managed workloads, for the budget."""
@@ -295,6 +317,7 @@ class IncidentRunner:
             dry_run=start.dry_run,
             expected_hash=start.expected_hash,
             by=config.installation,
+            pause=start.pause,
         )
         with _bound(start.target, start.incident):
             try:
@@ -323,6 +346,7 @@ class IncidentRunner:
                 written=result.written,
                 transient=result.code in TRANSIENT_CODES,
                 at=result.at,
+                paused=result.paused,
                 undo=Undo(
                     result.from_revision,
                     result.to_revision,

@@ -92,6 +92,7 @@ class Edges:
             wall_clock=wall_clock,
             may_write=may_write,
             delivered=delivered,
+            owners=self.workloads,
         )
 
     @staticmethod

@@ -11,7 +11,10 @@ so a rollback and its record land together or not at all.
 - ``rollbackd.io/cooldown-until``: RFC 3339 UTC time before which no automatic rollback;
 - ``rollbackd.io/recent-rollbacks``: times of the latest rollbacks, for the cluster budget;
 - ``rollbackd.io/messages``: which messages of the latest rollback's incident were delivered
-  (``<incident> <event>,<event>``), so a new leader sends the missing ones, once.
+  (``<incident> <event>,<event>``), so a new leader sends the missing ones, once;
+- ``rollbackd.io/paused-owner``: JSON of the owner pause a rollback set (incident, at, owner,
+  lever, the owner's revision then, what to restore), read from the Deployment alone: the
+  copy the controller leaves on a ReplicaSet says nothing about the pause now.
 
 Read fail-closed: anything unreadable is a *problem*, and a Deployment with problems gets no
 automatic rollback (``state_unreadable``). The deployment controller copies these
@@ -37,6 +40,7 @@ BAD_TEMPLATES = "rollbackd.io/bad-templates"
 COOLDOWN_UNTIL = "rollbackd.io/cooldown-until"
 RECENT_ROLLBACKS = "rollbackd.io/recent-rollbacks"
 MESSAGES = "rollbackd.io/messages"
+PAUSED_OWNER = "rollbackd.io/paused-owner"
 
 MAX_BAD_TEMPLATES = 20
 MAX_RECENT = 10
@@ -227,3 +231,35 @@ def after_rollback(
         COOLDOWN_UNTIL: format_time(now + cooldown),
         RECENT_ROLLBACKS: ",".join(format_time(at) for at in recent),
     }
+
+
+@dataclass(frozen=True)
+class PausedOwner:
+    """A pause of the owner's re-apply that a rollback set, and how to lift it."""
+
+    incident: str
+    at: str
+    tool: str  # argocd | flux
+    kind: str  # Application | Kustomization
+    name: str
+    namespace: str
+    lever: str  # reconcile-annotation | automated-sync
+    revision: str = ""  # the owner's source revision when it was paused
+    restore: dict[str, Any] = field(default_factory=dict)  # Argo CD: the automated policy
+
+    @property
+    def at_time(self) -> datetime | None:
+        return parse_time(self.at)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+
+def parse_paused_owner(text: str) -> PausedOwner | None:
+    """``rollbackd.io/paused-owner``; None when empty or not rollbackd's record."""
+    try:
+        data = json.loads(text)
+        known = {f.name for f in fields(PausedOwner)}
+        return PausedOwner(**{k: v for k, v in data.items() if k in known})
+    except (ValueError, TypeError, AttributeError):
+        return None

@@ -26,7 +26,7 @@ from importlib import resources
 from typing import Any
 
 from rollbackd import selectors
-from rollbackd.testing.kube.cluster import Cluster, Obj, schedule
+from rollbackd.testing.kube.cluster import Cluster, Obj, now_rfc3339, schedule
 from rollbackd.testing.kube.patch import (
     PatchError,
     PatchTestFailed,
@@ -78,14 +78,32 @@ RESOURCES = {
     ("apps", "replicasets"): Resource("apps", "v1", "replicasets", "ReplicaSet"),
     ("coordination.k8s.io", "leases"): Resource("coordination.k8s.io", "v1", "leases", "Lease"),
     ("events.k8s.io", "events"): Resource("events.k8s.io", "v1", "events", "Event"),
+    # Custom resources of the owners rollbackd knows, stored as sent (no schema).
+    ("argoproj.io", "applications"): Resource(
+        "argoproj.io", "v1alpha1", "applications", "Application"
+    ),
+    ("kustomize.toolkit.fluxcd.io", "kustomizations"): Resource(
+        "kustomize.toolkit.fluxcd.io", "v1", "kustomizations", "Kustomization"
+    ),
+    ("helm.toolkit.fluxcd.io", "helmreleases"): Resource(
+        "helm.toolkit.fluxcd.io", "v2", "helmreleases", "HelmRelease"
+    ),
 }
+APPLY = "application/apply-patch+yaml"
 
 _PATH = re.compile(
-    r"^/(?:api/v1|apis/(?P<group>[^/]+)/v1)"
+    r"^/(?:api/v1|apis/(?P<group>[^/]+)/(?P<version>v[0-9a-z]+))"
     r"(?:/namespaces/(?P<ns>[^/]+)(?=/))?"
     r"/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?(?:/(?P<sub>scale|status))?$"
 )
 _WRITE_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+def _fields_of(obj: Any) -> Obj:
+    """The FieldsV1 set of an applied configuration: ``f:`` keys, lists as whole fields."""
+    if not isinstance(obj, dict):
+        return {}
+    return {f"f:{key}": _fields_of(value) for key, value in obj.items()}
 
 
 def verb_of(method: str, query: dict[str, str], *, named: bool) -> str:
@@ -646,6 +664,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             match = _PATH.match(path)
             resource = RESOURCES.get((match["group"] or "", match["plural"])) if match else None
+            if resource is not None and match is not None and match["group"]:
+                resource = resource if resource.version == match["version"] else None
             if match is None or resource is None:
                 self._send(404, b"404 page not found", "text/plain; charset=utf-8")
                 return
@@ -801,8 +821,8 @@ class Resources:
             retry_after=1,
         )
 
-    def create(self) -> None:
-        body = self.h._body()
+    def create(self, body: Obj | None = None) -> None:
+        body = self.h._body() if body is None else body
         if self.r.group == "events.k8s.io":
             if not body.get("eventTime"):
                 raise invalid(
@@ -855,8 +875,11 @@ class Resources:
         self._replace(current, body)
 
     def patch(self) -> None:
-        current = self._existing()
         content_type = self.h.headers.get("Content-Type", "").split(";")[0].strip()
+        if content_type == APPLY:
+            self._apply()
+            return
+        current = self._existing()
         patch = self.h._body()
         base = _scale_of(current) if self.sub == "scale" else self._out(current)
         try:
@@ -882,6 +905,40 @@ class Resources:
             "resourceVersion"
         ] and patched.get("metadata", {}).get("resourceVersion"):
             raise conflict(self.r, current["metadata"]["name"])
+        self._replace(current, patched)
+
+    def _apply(self) -> None:
+        """Server-side apply, as a GitOps controller writes: the applied configuration's
+        fields win (lists whole), an entry for its ``fieldManager`` goes into
+        ``managedFields``, and a missing object is created. Ownership conflicts between
+        managers are not modelled: every apply behaves as ``force=true``."""
+        manager = self.query.get("fieldManager", "")
+        if not manager:
+            raise ApiError(400, "BadRequest", "fieldManager is required for apply requests")
+        applied = self.h._body()
+        entry = {
+            "manager": manager,
+            "operation": "Apply",
+            "apiVersion": self.r.api_version,
+            "time": now_rfc3339(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": _fields_of(
+                {k: v for k, v in applied.items() if k not in ("apiVersion", "kind")}
+            ),
+        }
+        assert self.name is not None
+        current = self.cluster.get(self.store, self.ns, self.name)
+        if current is None:
+            applied.setdefault("metadata", {})["managedFields"] = [entry]
+            self.create(applied)
+            return
+        patched = merge_patch(current, applied)
+        others = [
+            m
+            for m in current["metadata"].get("managedFields") or []
+            if (m.get("manager"), m.get("operation")) != (manager, "Apply")
+        ]
+        patched["metadata"]["managedFields"] = [*others, entry]
         self._replace(current, patched)
 
     def _replace(self, current: Obj, body: Obj) -> None:
