@@ -746,10 +746,13 @@ class _Machine:
                 to_images=last.to_images,
                 graph_url=self.config.graph_urls.get(last.rule, ""),
             )
+            # Told already that its owner re-applied the bad template: wait for recovery
+            # without verifying (and telling) again.
+            reapplied = Event.SKIPPED in record.said
             case = Case(
                 last.incident,
                 target,
-                Phase.VERIFYING,
+                Phase.NOTIFIED if reapplied else Phase.VERIFYING,
                 facts,
                 breach_since=None,
                 action="rollback",

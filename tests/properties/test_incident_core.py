@@ -25,8 +25,9 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from rollbackd.incidents import lifecycle as core
 from rollbackd.incidents.decide import NoUndo, Situation, Undo
+from rollbackd.incidents.owners import Kind, Owner, OwnerAction, Tool, policy
 from rollbackd.model import Event, Instant, RuleState, Target, Transition, Verdict
-from rollbackd.settings import KubernetesSettings, RollbackSettings
+from rollbackd.settings import KubernetesSettings, OwnerPolicies, RollbackSettings
 from rollbackd.state.annotations import DeploymentState, LastRollback, format_time
 
 EXAMPLES = int(os.environ.get("ROLLBACKD_SOAK_EXAMPLES", "2000"))
@@ -59,10 +60,36 @@ ORDER = {
     Event.ESCALATED: 3,
     Event.OUTAGE: 0,
     Event.RECOVERED: 4,
+    Event.OWNER_PAUSED: 2,
 }
+OWNERS = (
+    None,
+    None,
+    None,
+    Owner(Tool.ARGOCD, Kind.APPLICATION, "shop", "argocd"),
+    Owner(Tool.FLUX, Kind.KUSTOMIZATION, "shop", "flux-system"),
+    Owner(Tool.FLUX, Kind.HELMRELEASE, "web", "flux-system"),
+    Owner(Tool.HELM, Kind.HELM_RELEASE, "web", "shop"),
+    Owner(Tool.ARGOCD, Kind.APPLICATION, "web", "argocd", certain=False, evidence="a label"),
+)
+POLICIES = st.builds(
+    OwnerPolicies,
+    argocd=st.sampled_from(("notify", "pause")),
+    flux=st.sampled_from(("pause", "notify")),
+    helm=st.sampled_from(("notify", "rollback")),
+    default=st.sampled_from(("notify", "rollback")),
+)
 
 REASONS: dict[str, int] = {}
-HISTORIES = {"count": 0, "rollbacks": 0, "outages": 0, "adopted": 0}
+HISTORIES = {
+    "count": 0,
+    "rollbacks": 0,
+    "outages": 0,
+    "adopted": 0,
+    "owned": 0,
+    "paused": 0,
+    "reapplied": 0,
+}
 
 
 @dataclass
@@ -79,21 +106,29 @@ class Workload:
     last: LastRollback | None = None
     cooldown_until: datetime | None = None
     garbage: bool = False  # an unreadable rollbackd.io/* annotation
+    owner: Owner | None = None  # the GitOps controller or Helm release that applies it
+    paused: bool = False  # a rollback paused the owner's re-apply
     breaches: dict[str, datetime | None] = field(default_factory=dict)  # rule -> began
 
 
 class IncidentCore(RuleBasedStateMachine):
     """Histories of a cluster around the pure incident core."""
 
-    @initialize()
-    def start(self) -> None:
+    @initialize(
+        owners=st.lists(st.sampled_from(OWNERS), min_size=len(TARGETS), max_size=len(TARGETS)),
+        policies=POLICIES,
+    )
+    def start(self, owners: list[Owner | None], policies: OwnerPolicies) -> None:
         self.now = START
         self.mono = 1_000.0
-        self.state = core.initial(CONFIG)
+        self.config = replace(CONFIG, rollback=ROLLBACK.model_copy(update={"owners": policies}))
+        self.state = core.initial(self.config)
         # Every workload was released a minute ago: a breach now may be that release's fault.
         self.world = {
-            t: Workload(["h0", f"h0{i}"], f"h0{i}", START - timedelta(minutes=1), change=1)
-            for i, t in enumerate(TARGETS)
+            t: Workload(
+                ["h0", f"h0{i}"], f"h0{i}", START - timedelta(minutes=1), change=1, owner=owner
+            )
+            for (i, t), owner in zip(enumerate(TARGETS), owners, strict=True)
         }
         self.serial = 0
         self.assessing: list[core.Assess] = []
@@ -108,6 +143,7 @@ class IncidentCore(RuleBasedStateMachine):
         HISTORIES["count"] += 1
         self.feed(core.Leadership(True))
         self.now += CONFIG.warmup  # the first evaluation cycle has reported
+        HISTORIES["owned"] += sum(owner is not None for owner in owners)
         self.mono += CONFIG.warmup.total_seconds()
 
     # --- the machine under test ------------------------------------------------------
@@ -142,6 +178,10 @@ class IncidentCore(RuleBasedStateMachine):
                 assert facts.id not in self.closed or facts.event is Event.OUTAGE, (
                     f"invariant 7: {facts.event} said after {facts.id} closed"
                 )
+                if facts.event is Event.SKIPPED:
+                    assert Event.SKIPPED not in said, (
+                        f"one message: {facts.id} said it would not roll back twice ({said})"
+                    )
                 if said and facts.event is not Event.OUTAGE:
                     assert ORDER[facts.event] >= ORDER[said[-1]] or said[-1] is Event.OUTAGE, (
                         f"invariant 7: {facts.event} after {said}"
@@ -183,6 +223,15 @@ class IncidentCore(RuleBasedStateMachine):
             f"invariant 3: rolled back during an outage of {len(together)}"
         )
         assert start.incident not in self.ended, "invariant 4: re-decided after a newer change"
+        wanted = policy(w.owner, self.config.rollback.owners)
+        assert wanted is not OwnerAction.NOTIFY, (
+            f"invariant 2: rolled back what {w.owner} re-applies, against its policy"
+        )
+        if wanted is OwnerAction.PAUSE:
+            assert start.pause == w.owner, "invariant 2: an owner to pause was not paused"
+            HISTORIES["paused"] += 1
+        else:
+            assert start.pause is None, f"a pause nobody asked for: {start.pause}"
 
     @invariant()
     def budget_holds(self) -> None:
@@ -306,6 +355,27 @@ class IncidentCore(RuleBasedStateMachine):
         if older:
             self.change(TARGETS[i], data.draw(st.sampled_from(older)), fresh=False)
 
+    @rule(data=st.data())
+    def owner_reapplies_the_bad_template(self, data: st.DataObject) -> None:
+        """Right after an undo, the owner (Argo CD's selfHeal, Flux, Helm) applies the
+        template rolled back from again, unless the rollback paused it; the breach is back."""
+        undone = [
+            t
+            for t, w in self.world.items()
+            if w.owner is not None
+            and w.last is not None
+            and not w.paused
+            and w.current != w.last.from_hash
+        ]
+        if not undone:
+            return
+        target = data.draw(st.sampled_from(undone))
+        w = self.world[target]
+        assert w.last is not None
+        self.change(target, w.last.from_hash, fresh=False)
+        HISTORIES["reapplied"] += 1
+        self.breach(TARGETS.index(target), "errors", 0)
+
     @rule(i=st.integers(0, 5))
     def garbage_state(self, i: int) -> None:
         """Someone writes garbage into a rollbackd.io/* annotation, or repairs it."""
@@ -342,7 +412,7 @@ class IncidentCore(RuleBasedStateMachine):
     def restart(self) -> None:
         """The process restarts: memory is gone, the records on the workloads stay."""
         self.serial += 1
-        self.state = core.initial(replace(CONFIG, epoch=f"start-{self.serial}"))
+        self.state = core.initial(replace(self.config, epoch=f"start-{self.serial}"))
         self.assessing.clear()
         self.written_inflight_lost()
         self.signalled.clear()
@@ -371,7 +441,7 @@ class IncidentCore(RuleBasedStateMachine):
     @rule()
     def reload(self) -> None:
         """SIGHUP with the same rules: open incidents and their picture carry over."""
-        self.feed(core.Reconfigured(CONFIG))
+        self.feed(core.Reconfigured(self.config))
 
     # --- effect results ----------------------------------------------------------------
 
@@ -396,6 +466,7 @@ class IncidentCore(RuleBasedStateMachine):
             changed_at=w.changed_at if (w.fresh or w.observed) else None,
             state=state,
             undo=undo,
+            owner=w.owner,
         )
 
     def recent(self) -> frozenset[tuple[Target, str]]:
@@ -491,6 +562,7 @@ class IncidentCore(RuleBasedStateMachine):
             self.rolled_back_changes[(start.target, w.change)] = 1
             w.bad.add(w.current)
             w.cooldown_until = self.now + ROLLBACK.cooldown
+            w.paused = w.paused or start.pause is not None
             self.written.append((start.target, self.now))
             self.change(start.target, to_hash, fresh=False)
         else:
@@ -537,6 +609,8 @@ TestIncidentCore = IncidentCore.TestCase
 def teardown_module() -> None:
     print(
         f"\nincident core: {HISTORIES['count']} generated histories checked, "
-        f"{HISTORIES['rollbacks']} rollbacks started, {HISTORIES['outages']} outages announced"
+        f"{HISTORIES['rollbacks']} rollbacks started, {HISTORIES['outages']} outages announced, "
+        f"{HISTORIES['owned']} owned workloads, {HISTORIES['paused']} owner pauses, "
+        f"{HISTORIES['reapplied']} bad templates re-applied by their owner"
     )
     print("decisions:", dict(sorted(REASONS.items(), key=lambda kv: -kv[1])))

@@ -362,6 +362,29 @@ def test_case_15_a_closed_incident_is_not_adopted_again() -> None:
     assert said(effects) == []
 
 
+def test_owner_re_apply_during_verification_is_said_once_across_failovers() -> None:
+    """The owner re-applies the template rolled back from while the rollback is being
+    verified: one "not rolled back" (owner_reapplied) in the incident's thread; a new
+    leader adopting the incident from its record does not say it again."""
+    state, _ = run(leader(), [core.Adopt((record(said=("rollback_succeeded",)),))])
+    state, effects = run(state, [core.Signals((firing(target(0)),))])
+    (assess,) = of(core.Assess, effects)
+    back = situation(target(0), current_hash="bad1", state=DeploymentState(bad_templates=("bad1",)))
+    state, effects = run(state, [core.Assessed(assess.target, assess.incident, back)])
+    assert said(effects) == [Event.SKIPPED]
+    assert decided(effects) == [Reason.OWNER_REAPPLIED]
+    assert not of(core.StartRollback, effects)
+    state, effects = run(state, [core.Signals((firing(target(0)),))])
+    assert said(effects) == []  # not one per tick
+    failover = leader()
+    failover, effects = run(
+        failover, [core.Adopt((record(said=("rollback_succeeded", "skipped")),))]
+    )
+    failover, effects = run(failover, [core.Signals((firing(target(0)),))])
+    assert said(effects) == []
+    assert not of(core.Assess, effects)
+
+
 def test_case_16_another_installation_s_rollback_is_not_adopted() -> None:
     """Case 16: a rollback recorded by another installation (another Lease) is left alone:
     never adopted, never escalated."""
