@@ -447,3 +447,88 @@ def test_faults_answer_500_drop_and_delay(kube: Kube) -> None:
     started = time.monotonic()
     apps.list_namespaced_deployment("demo")
     assert time.monotonic() - started >= 0.3
+
+
+def test_owner_resources_and_server_side_apply(kube: Kube) -> None:
+    """Custom resources of the owners (Argo CD Applications, Flux Kustomizations and
+    HelmReleases) are created, read, listed, watched and merge-patched; a server-side
+    apply records its field manager in managedFields, as Argo CD and Flux appear on a
+    real Deployment, and creates what does not exist yet."""
+    custom = client.CustomObjectsApi(kube.api)
+    seed.create_namespace(kube.api, "argocd")
+    app = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Application",
+        "metadata": {"name": "shop"},
+        "spec": {"syncPolicy": {"automated": {"selfHeal": True}}},
+    }
+    created = custom.create_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", "argocd", "applications", app
+    )
+    assert created["metadata"]["resourceVersion"]
+    watched = custom.list_namespaced_custom_object(
+        "argoproj.io",
+        "v1alpha1",
+        "argocd",
+        "applications",
+        watch=True,
+        resource_version=created["metadata"]["resourceVersion"],
+        timeout_seconds=1,
+        _preload_content=False,
+    )
+    custom.patch_namespaced_custom_object(
+        "argoproj.io",
+        "v1alpha1",
+        "argocd",
+        "applications",
+        "shop",
+        {"spec": {"syncPolicy": {"automated": None}}},
+        _content_type="application/merge-patch+json",
+    )
+    events = [json.loads(line) for line in watched.read().splitlines() if line]
+    assert [e["type"] for e in events] == ["MODIFIED"]
+    read = custom.get_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", "argocd", "applications", "shop"
+    )
+    assert read["spec"]["syncPolicy"] == {}
+    listed = custom.list_namespaced_custom_object(
+        "argoproj.io", "v1alpha1", "argocd", "applications"
+    )
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["shop"]
+    with pytest.raises(client.ApiException) as wrong:  # a version the API does not serve
+        custom.get_namespaced_custom_object("argoproj.io", "v1", "argocd", "applications", "shop")
+    assert wrong.value.status == 404
+    seed.create_namespace(kube.api, "shop")
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "nginx", "image": "nginx:1.0"}]},
+            },
+        },
+    }
+    apps = client.AppsV1Api(kube.api)
+    apply = {"_content_type": "application/apply-patch+yaml", "force": True}
+    apps.patch_namespaced_deployment(
+        "web", "shop", body, field_manager="kustomize-controller", **apply
+    )
+    seed.set_image(kube.api, "shop", "web", "nginx:2.0")
+    deployment = seed.read(kube.api, "shop", "web")
+    managers = [(m["manager"], m["operation"]) for m in deployment["metadata"]["managedFields"]]
+    assert managers == [("kustomize-controller", "Apply")]
+    assert "f:spec" in deployment["metadata"]["managedFields"][0]["fieldsV1"]
+    apps.patch_namespaced_deployment(
+        "web", "shop", body, field_manager="kustomize-controller", **apply
+    )
+    again = seed.read(kube.api, "shop", "web")
+    assert again["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.0"
+    assert again["metadata"]["generation"] == 3
+    with pytest.raises(client.ApiException) as unnamed:
+        apps.patch_namespaced_deployment(
+            "web", "shop", body, _content_type="application/apply-patch+yaml"
+        )
+    assert unnamed.value.status == 400

@@ -29,6 +29,7 @@ from tests.conftest import Kube
 from tests.faults.test_kube_faults import rollback_patches
 from tests.faults.test_notification_faults import Cache, firing
 from tests.integration.test_rollbacks import ENABLED, rollbackd
+from tests.unit.test_deploy import OWNER_RULES
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +86,21 @@ def apply(
         force=True,
         _content_type="application/apply-patch+yaml",
     )
+
+
+def owner_requests(kube: Kube) -> set[tuple[str, str, str]]:
+    """(group, resource, verb) of rollbackd's own requests to owner objects."""
+    groups = {group for group, _, _ in OWNER_API.values()}
+    return {
+        r.rbac
+        for r in kube.server.requests
+        if r.user_agent.startswith("rollbackd/") and r.rbac and r.rbac[0] in groups
+    }
+
+
+def allowed(overlay: str) -> set[tuple[str, str, str]]:
+    """What the optional overlay grants on owner objects."""
+    return {(g, res, v) for (g, res), verbs in OWNER_RULES[overlay].items() for v in verbs}
 
 
 def image(kube: Kube) -> str:
@@ -358,6 +374,7 @@ def test_argo_cd_pause_turns_off_automated_sync_and_resume_turns_it_back_on(
     assert "Argo CD Application argocd/shop-web" in w.told.incidents[-1].reason
     deployment = kube.server.cluster.get("deployments", "shop", "web") or {}
     assert PAUSED_OWNER not in deployment["metadata"]["annotations"]
+    assert owner_requests(kube) == allowed("deploy/overlays/argocd")  # the overlay suffices
 
 
 async def _lead_and_breach(w: World) -> None:
@@ -431,6 +448,8 @@ def test_flux_kustomization_is_paused_with_the_undo_and_resumes_on_a_new_revisio
     annotations = deployment["metadata"]["annotations"]
     assert RECONCILE not in annotations
     assert PAUSED_OWNER not in annotations
+    assert owner_requests(kube) == {("kustomize.toolkit.fluxcd.io", "kustomizations", "get")}
+    assert owner_requests(kube) <= allowed("deploy/overlays/flux")
 
 
 def test_flux_helmrelease_re_apply_is_one_message_not_a_second_rollback(

@@ -18,6 +18,7 @@ from tests.unit.test_settings import EXAMPLE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.33"
+OVERLAYS = ("namespaced", "argocd", "flux")
 EXPECTED_RULES = {
     ("apps", "deployments"): {"get", "list", "watch", "patch"},
     ("apps", "replicasets"): {"list"},
@@ -25,6 +26,14 @@ EXPECTED_RULES = {
     ("coordination.k8s.io", "leases"): {"get", "create", "update"},
     ("", "pods"): {"patch"},
 }
+OWNER_RULES = {
+    "deploy/overlays/argocd": {("argoproj.io", "applications"): {"get", "patch"}},
+    "deploy/overlays/flux": {
+        ("kustomize.toolkit.fluxcd.io", "kustomizations"): {"get"},
+        ("helm.toolkit.fluxcd.io", "helmreleases"): {"get"},
+    },
+}
+"""What the optional overlays add: the owner objects rollbackd reads and (Argo CD) pauses."""
 
 
 def kustomize(folder: str, kubectl_binary: None) -> list[dict[str, Any]]:
@@ -51,7 +60,7 @@ def rbac_rules(objects: list[dict[str, Any]]) -> dict[tuple[str, str], set[str]]
     return granted
 
 
-@pytest.mark.parametrize("folder", ["deploy/base", "deploy/overlays/namespaced"])
+@pytest.mark.parametrize("folder", ["deploy/base", *(f"deploy/overlays/{o}" for o in OVERLAYS)])
 def test_manifests_build_and_validate(folder: str, kubectl_binary: None) -> None:
     """`kubectl kustomize` builds, and every object passes the Kubernetes schema."""
     objects = kustomize(folder, kubectl_binary)
@@ -72,9 +81,9 @@ def test_manifests_build_and_validate(folder: str, kubectl_binary: None) -> None
 def test_rbac_is_least_privilege(kubectl_binary: None) -> None:
     """Exactly the verbs the code uses: no wildcard, no Secrets, no create or delete of
     Deployments. (The e2e tests check these against the requests rollbackd really makes.)"""
-    for folder in ("deploy/base", "deploy/overlays/namespaced"):
+    for folder in ("deploy/base", *(f"deploy/overlays/{o}" for o in OVERLAYS)):
         granted = rbac_rules(kustomize(folder, kubectl_binary))
-        assert granted == EXPECTED_RULES, folder
+        assert granted == EXPECTED_RULES | OWNER_RULES.get(folder, {}), folder
         flat = {verb for verbs in granted.values() for verb in verbs}
         assert "*" not in flat
         assert not any(resource in ("secrets", "*") for _, resource in granted)
@@ -148,7 +157,7 @@ def test_termination_grace_covers_an_orderly_shutdown(kubectl_binary: None) -> N
 
 def test_configmap_is_the_example() -> None:
     """The shipped ConfigMap is config.example.yaml; the namespaced one differs only in
-    kubernetes.namespaces."""
+    kubernetes.namespaces, the Argo CD one only in rollback.owners.argocd."""
     example = (ROOT / "config.example.yaml").read_text()
     assert (ROOT / "deploy/base/config.yaml").read_text() == example
     namespaced = (ROOT / "deploy/overlays/namespaced/config.yaml").read_text().splitlines()
@@ -156,6 +165,9 @@ def test_configmap_is_the_example() -> None:
     assert changed == [
         "  namespaces: [shop]                # namespaces to manage; empty: all namespaces"
     ]
+    argocd = (ROOT / "deploy/overlays/argocd/config.yaml").read_text().splitlines()
+    changed = [new for old, new in zip(example.splitlines(), argocd, strict=True) if old != new]
+    assert [line.split("#")[0].strip() for line in changed] == ["argocd: pause"]
 
 
 def test_examples_validate() -> None:
