@@ -5,16 +5,19 @@ Flux write), while the incident shell runs the policy of ``rollback.owners``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
 from rollbackd.model import Event, Incident, Target
+from rollbackd.notifications.render import Renderer
 from rollbackd.rollbacks.pauses import PauseKeeper
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.incidents import IncidentRunner
@@ -312,7 +315,7 @@ def test_argo_cd_label_only_is_a_hint_that_never_acts(
 
 
 def test_argo_cd_pause_turns_off_automated_sync_and_resume_turns_it_back_on(
-    kube: Kube, world: Callable[..., World], tmp_path: Any
+    kube: Kube, world: Callable[..., World], tmp_path: Path
 ) -> None:
     """`argocd: pause`: automated sync is turned off before the undo, so selfHeal cannot
     revert it; `rollbackd resume` restores the automated policy, Argo CD re-applies the bad
@@ -388,7 +391,7 @@ async def _breach_twice(w: World) -> None:
 
 
 def test_flux_kustomization_is_paused_with_the_undo_and_resumes_on_a_new_revision(
-    kube: Kube, world: Callable[..., World]
+    kube: Kube, world: Callable[..., World], tmp_path: Path
 ) -> None:
     """Flux (default `flux: pause`): the rollback's own patch sets reconcile: disabled, so
     kustomize-controller leaves the undo alone; when the Kustomization moves to a new
@@ -417,6 +420,11 @@ def test_flux_kustomization_is_paused_with_the_undo_and_resumes_on_a_new_revisio
         deployment = kube.server.cluster.get("deployments", "shop", "web") or {}
         assert deployment["metadata"]["annotations"][RECONCILE] == "disabled"
         assert asyncio.run(w.keeper().check()) == 0  # same revision: the pause holds
+        shown = rollbackd(kube, tmp_path, "history", "shop/web", "--output", "json")
+        assert shown.returncode == 0, shown.stderr
+        (owner,) = {row["owner"] for row in json.loads(shown.stdout)}
+        incident = w.told.incidents[-1].id
+        assert owner == (f"Flux Kustomization flux-system/shop (re-apply paused by {incident})")
         patch_owner(
             kube,
             "Kustomization",
@@ -443,6 +451,14 @@ def test_flux_kustomization_is_paused_with_the_undo_and_resumes_on_a_new_revisio
     assert paused.owner == "Flux Kustomization flux-system/shop at revision main@sha1:bad"
     assert "revert commit main@sha1:bad in the source of Kustomization shop" in paused.next_step
     assert resumed.id == paused.id
+    english, chinese = Renderer("en").render(paused).text, Renderer("zh").render(paused).text
+    assert (
+        "- **Owner**: Flux Kustomization flux-system/shop at revision main@\u200bsha1:bad"
+        in english
+    )
+    assert "- **Next step**: revert commit main@\u200bsha1:bad" in english  # @ mentions no one
+    assert "- **属主**：Flux Kustomization" in chinese
+    assert "### Owner resumed: shop/web" in Renderer("en").render(resumed).text
     assert "moved to revision main@sha1:fix" in resumed.reason
     deployment = kube.server.cluster.get("deployments", "shop", "web") or {}
     annotations = deployment["metadata"]["annotations"]
@@ -516,3 +532,21 @@ def test_plain_helm_release_follows_its_policy(
         assert "the next `helm upgrade` re-applies the bad template" in last.next_step
         deployment = kube.server.cluster.get("deployments", "shop", "web") or {}
         assert deployment["metadata"]["annotations"]["meta.helm.sh/release-name"] == "web"
+
+
+def test_resume_with_nothing_paused_says_so(kube: Kube, tmp_path: Path) -> None:
+    """`rollbackd resume` on a workload rollbackd did not pause changes nothing and says
+    there is nothing to resume (exit 0); an unknown workload fails with its error code."""
+    released(kube, "kubectl")
+    before = seed.read(kube.api, "shop", "web")
+    nothing = rollbackd(kube, tmp_path, "resume", "shop/web")
+    assert nothing.returncode == 0, nothing.stderr
+    assert "nothing to resume" in nothing.stdout
+    assert (
+        seed.read(kube.api, "shop", "web")["metadata"]["resourceVersion"]
+        == (before["metadata"]["resourceVersion"])
+    )
+    missing = rollbackd(kube, tmp_path, "resume", "shop/nope")
+    assert missing.returncode == 1
+    assert "ERR_KUBE_NOT_FOUND" in missing.stderr
+    assert "Traceback" not in missing.stderr
