@@ -12,6 +12,7 @@ import math
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import click
 import httpx
@@ -19,12 +20,12 @@ import httpx
 from rollbackd import __version__
 from rollbackd.errors import ConfigError, DingTalkError, RollbackdError, TemplateFailed
 from rollbackd.incidents.decide import decide
-from rollbackd.incidents.owners import next_step, policy
+from rollbackd.incidents.owners import next_step, owner_of, policy
 from rollbackd.model import Event, Incident, Target, Verdict, new_incident_id
 from rollbackd.notifications.render import Renderer, template_problems
 from rollbackd.rollbacks.execute import Outcome, RollbackRequest, RollbackResult
 from rollbackd.rollbacks.pauses import lift, pause_of, resumed_message
-from rollbackd.rollbacks.plan import rollout_history, selector_of, situation_of
+from rollbackd.rollbacks.plan import managers_of, rollout_history, selector_of, situation_of
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.daemon import run_daemon
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
@@ -132,6 +133,7 @@ EVAL_COLUMNS = (
     "threshold",
     "breaching",
     "reason",
+    "owner",
 )
 
 
@@ -157,16 +159,21 @@ def _verdict_row(verdict: Verdict) -> dict[str, object]:
 
 async def evaluate_once(settings: Settings) -> tuple[list[dict[str, object]], bool]:
     """Rows for ``rollbackd eval``, and whether any query failed."""
-    source = Edges(settings).prometheus()
-    try:
-        problems = await check_rule_syntax(source, settings.rules)
-        runner = RuleRunner(
-            settings.rules, source=source, clock=SystemClock(), telemetry=Telemetry()
-        )
-        verdicts = await runner.run()
-    finally:
-        source.close()
-    rows = [_verdict_row(v) for v in sorted(verdicts, key=lambda v: (v.rule, v.target))]
+    with Edges(settings) as edges:
+        source = edges.prometheus()
+        try:
+            problems = await check_rule_syntax(source, settings.rules)
+            runner = RuleRunner(
+                settings.rules, source=source, clock=SystemClock(), telemetry=Telemetry()
+            )
+            verdicts = await runner.run()
+        finally:
+            source.close()
+        owners = owner_labels(await edges.managed_deployments() or [], settings)
+    rows = [
+        {**_verdict_row(v), "owner": owners.get(v.target)}
+        for v in sorted(verdicts, key=lambda v: (v.rule, v.target))
+    ]
     judged = {verdict.rule for verdict in verdicts}
     for rule in settings.rules:
         failure = runner.failures.get(rule.name)
@@ -181,6 +188,22 @@ async def evaluate_once(settings: Settings) -> tuple[list[dict[str, object]], bo
     for problem in problems:
         echo(problem, err=True)
     return rows, bool(runner.failures or problems)
+
+
+def owner_labels(deployments: list[dict[str, Any]], settings: Settings) -> dict[Target, str]:
+    """Who re-applies each managed Deployment, as messages name it."""
+    labels = {}
+    for deployment in deployments:
+        meta = deployment["metadata"]
+        owner = owner_of(
+            meta.get("labels") or {},
+            meta.get("annotations") or {},
+            managers_of(deployment),
+            argocd_namespace=settings.rollback.owners.argocd_namespace,
+        )
+        if owner is not None:
+            labels[Target(meta["namespace"], meta["name"])] = owner.label
+    return labels
 
 
 def render_table(rows: list[dict[str, object]], columns: tuple[str, ...]) -> str:

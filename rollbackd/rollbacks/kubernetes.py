@@ -225,6 +225,23 @@ class KubernetesWorkloads:
         )
         return list(_json(response).get("items", []))
 
+    async def list_deployments(self, settings: KubernetesSettings) -> list[Obj]:
+        """The managed Deployments, read once (no watch): ``eval``'s owner column."""
+        namespaces = settings.namespaces or [""]
+        found: list[Obj] = []
+        for namespace in namespaces:
+            call: Callable[..., Any] = (
+                partial(self._apps.list_namespaced_deployment, namespace)
+                if namespace
+                else self._apps.list_deployment_for_all_namespaces
+            )
+            response = await self._read(
+                f"list deployments in {namespace or 'all namespaces'}",
+                partial(call, label_selector=settings.selector, **self._opts()),
+            )
+            found.extend(_json(response).get("items", []))
+        return found
+
     async def patch_deployment(self, namespace: str, name: str, patch: list[Obj]) -> Obj:
         response = await self._call(
             f"patch deployment {namespace}/{name}",

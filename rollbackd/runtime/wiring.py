@@ -20,16 +20,20 @@ from functools import cached_property
 from typing import Any, cast
 
 import httpx
-from kubernetes import client
+from kubernetes import client, config
 
+from rollbackd.errors import RollbackdError
 from rollbackd.notifications.dingtalk import sender_for
 from rollbackd.rollbacks.execute import RollbackExecutor
 from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads, api_client
 from rollbackd.runtime.leader import RELEASE_SECONDS, LeaderElector, LeaderLabel
+from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import AppRobot, RollbackSettings, Settings, WebhookRobot
 from rollbackd.signals.prometheus import PrometheusSource
 
 __all__ = ["RELEASE_SECONDS", "Edges"]
+
+log = get_logger(__name__)
 
 Obj = dict[str, Any]
 
@@ -71,6 +75,15 @@ class Edges:
             namespace=os.environ.get("POD_NAMESPACE", ""),
             name=os.environ.get("POD_NAME", ""),
         )
+
+    async def managed_deployments(self) -> list[Obj] | None:
+        """The managed Deployments read once, or None when no cluster can be reached (a
+        machine with Prometheus access only: ``eval`` still works there)."""
+        try:
+            return await self.workloads.list_deployments(self.settings.kubernetes)
+        except (RollbackdError, config.ConfigException) as exc:
+            log.info("cluster_unreachable", error=str(exc))
+            return None
 
     def prometheus(self) -> PrometheusSource:
         return PrometheusSource(self.settings.prometheus)

@@ -79,6 +79,7 @@ def test_eval_json_lists_each_target(
         "threshold",
         "breaching",
         "reason",
+        "owner",
     ]
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from rollbackd.settings import Settings
 from rollbackd.state.annotations import PAUSED_OWNER, parse_paused_owner
 from rollbackd.state.changes import ChangeTimes
 from rollbackd.testing.kube import seed
+from rollbackd.testing.prometheus_stub import PrometheusStub, vector
 from rollbackd.testing.sandbox import wait_until
 from tests.conftest import Kube
 from tests.faults.test_kube_faults import rollback_patches
@@ -550,3 +553,41 @@ def test_resume_with_nothing_paused_says_so(kube: Kube, tmp_path: Path) -> None:
     assert missing.returncode == 1
     assert "ERR_KUBE_NOT_FOUND" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_eval_names_each_target_s_owner(kube: Kube, tmp_path: Path) -> None:
+    """`rollbackd eval` shows who re-applies each Deployment it judges, read once from
+    the cluster, so an operator sees before any incident that a rule watches a workload
+    Flux or Argo CD would put back."""
+    labels = {
+        "kustomize.toolkit.fluxcd.io/name": "shop",
+        "kustomize.toolkit.fluxcd.io/namespace": "flux-system",
+    }
+    released(kube, "kustomize-controller", labels=labels)
+    with PrometheusStub() as stub:
+        stub.answer(vector(({"namespace": "shop", "deployment": "web"}, "0.3")))
+        config = tmp_path / "eval.yaml"
+        config.write_text(
+            f"kubernetes: {{kubeconfig: '{kube.kubeconfig}'}}\n"
+            f"prometheus: {{url: '{stub.url}', timeout: 2s}}\n"
+            "rules: [{name: errors, expr: 'x', threshold: 0.05, for: 0s}]\n"
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rollbackd",
+                "eval",
+                "--config",
+                str(config),
+                "--output",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(result.stdout)
+    assert (row["deployment"], row["owner"]) == ("web", "Flux Kustomization flux-system/shop")
