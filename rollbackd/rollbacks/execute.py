@@ -153,8 +153,9 @@ class RollbackExecutor:
 
     async def _execute(self, request: RollbackRequest) -> RollbackResult:
         pause = await self._pause_owner(request)
-        if isinstance(pause, RollbackResult):
-            return pause
+        if isinstance(pause, RollbackResult):  # refused: a rollback would not last
+            deployment = await self._workloads.get_deployment(*request.target)
+            return await self._skipped(request, deployment, pause.code, pause.message)
         result = await self._roll_back(request, pause)
         if pause is not None and pause.lever == SYNC_LEVER and not result.written:
             await self._restore_application(pause)  # nothing to protect: undo the pause

@@ -591,3 +591,28 @@ def test_eval_names_each_target_s_owner(kube: Kube, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)
     assert (row["deployment"], row["owner"]) == ("web", "Flux Kustomization flux-system/shop")
+
+
+def test_argo_cd_pause_refused_means_no_rollback(kube: Kube, world: Callable[..., World]) -> None:
+    """`argocd: pause` without the overlay's RBAC: the Application cannot be paused, so no
+    rollback is made (selfHeal would revert it at once); the message and a RollbackdSkipped
+    Event say owner_pause_failed and why."""
+    tracking = {"argocd.argoproj.io/tracking-id": "shop-web:apps/Deployment:shop/web"}
+    create_owner(
+        kube,
+        "Application",
+        "argocd",
+        "shop-web",
+        {"spec": {"syncPolicy": {"automated": {"selfHeal": True}}}},
+    )
+    released(kube, "argocd-controller", annotations=tracking)
+    kube.server.faults.forbidden.add(("patch", "applications"))
+    w = world(argocd="pause")
+    asyncio.run(_lead_and_breach(w))
+    assert rollback_patches(kube) == []
+    assert image(kube) == "nginx:2.0"
+    last = w.told.incidents[-1]
+    assert (last.event, last.reason_code) == (Event.SKIPPED, "owner_pause_failed")
+    assert "ERR_KUBE_FORBIDDEN" in last.reason
+    notes = [e["message"] for e in kube.server.cluster.list_objects("events", "shop")]
+    assert any("skipped (owner_pause_failed)" in note for note in notes)
