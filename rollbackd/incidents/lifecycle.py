@@ -183,6 +183,7 @@ class Record:
     target: Target
     rollback: LastRollback
     said: tuple[str, ...] = ()
+    owner: Owner | None = None  # who re-applies the workload, read from its markers
 
 
 @dataclass(frozen=True)
@@ -746,6 +747,12 @@ class _Machine:
                 to_images=last.to_images,
                 graph_url=self.config.graph_urls.get(last.rule, ""),
             )
+            if record.owner is not None:
+                action = policy(record.owner, self.config.rollback.owners)
+                step = next_step(
+                    record.owner, action, str(target), images=", ".join(last.from_images)
+                )
+                facts = replace(facts, owner=record.owner.label, next_step=step)
             # Told already that its owner re-applied the bad template: wait for recovery
             # without verifying (and telling) again.
             reapplied = Event.SKIPPED in record.said

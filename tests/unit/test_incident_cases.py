@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from rollbackd.incidents import lifecycle as core
 from rollbackd.incidents.decide import NoUndo, Reason, Situation, Undo
+from rollbackd.incidents.owners import Kind, Owner, Tool
 from rollbackd.model import Event, Instant, RuleState, Target, Transition, Verdict
 from rollbackd.settings import AlertmanagerSettings, KubernetesSettings, RollbackSettings
 from rollbackd.signals.alertmanager import Deduplicator, Payload, interpret
@@ -383,6 +384,17 @@ def test_owner_re_apply_during_verification_is_said_once_across_failovers() -> N
     failover, effects = run(failover, [core.Signals((firing(target(0)),))])
     assert said(effects) == []
     assert not of(core.Assess, effects)
+
+
+def test_an_adopted_incident_still_names_its_owner() -> None:
+    """A new leader finishing an incident's messages names the workload's owner and the
+    next step, as the leader that rolled it back would have."""
+    owner = Owner(Tool.FLUX, Kind.KUSTOMIZATION, "shop", "flux-system")
+    adopted = replace(record(said=("breach",)), owner=owner)
+    _, effects = run(leader(), [core.Adopt((adopted,))])
+    (message,) = of(core.Say, effects)
+    assert message.facts.owner == "Flux Kustomization flux-system/shop"
+    assert "source of Kustomization shop" in message.facts.next_step
 
 
 def test_case_16_another_installation_s_rollback_is_not_adopted() -> None:
