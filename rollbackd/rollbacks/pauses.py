@@ -67,12 +67,10 @@ def pause_of(deployment: Obj) -> Pause | None:
     return Pause(Target(meta["namespace"], meta["name"]), record)
 
 
-async def lift(pause: Pause, *, workloads: Workloads, owners: OwnerObjects | None) -> None:
+async def lift(pause: Pause, *, workloads: Workloads, owners: OwnerObjects) -> None:
     """Undo the pause: Argo CD's automated sync back as it was, then the annotations."""
     record = pause.record
     if record.lever == SYNC_LEVER:
-        if owners is None:
-            raise KubeError(f"cannot reach {pause.owner} to turn its automated sync back on")
         patch = {"spec": {"syncPolicy": record.restore}}
         await owners.patch_owner(record.kind, record.namespace, record.name, patch)
     removed: dict[str, str | None] = {PAUSED_OWNER: None}
@@ -103,7 +101,7 @@ class PauseKeeper:
         *,
         deployments: Callable[[], list[Obj]],
         workloads: Workloads,
-        owners: OwnerObjects | None,
+        owners: OwnerObjects,
         notifications: Callable[[], Notify],
         policies: Callable[[], OwnerPolicies],
         now: Callable[[], datetime],
@@ -137,7 +135,7 @@ class PauseKeeper:
         return lifted
 
     async def _revision(self, record: PausedOwner) -> str | None:
-        if self._owners is None or record.kind not in OWNER_RESOURCES or not record.name:
+        if record.kind not in OWNER_RESOURCES or not record.name:
             return None
         key = f"{record.kind}/{record.namespace}/{record.name}"
         try:
