@@ -20,12 +20,17 @@ import httpx
 from rollbackd import __version__
 from rollbackd.errors import ConfigError, DingTalkError, RollbackdError, TemplateFailed
 from rollbackd.incidents.decide import decide
-from rollbackd.incidents.owners import next_step, owner_of, policy
+from rollbackd.incidents.owners import next_step, policy
 from rollbackd.model import Event, Incident, Target, Verdict, new_incident_id
 from rollbackd.notifications.render import Renderer, template_problems
 from rollbackd.rollbacks.execute import Outcome, RollbackRequest, RollbackResult
 from rollbackd.rollbacks.pauses import lift, pause_of, resumed_message
-from rollbackd.rollbacks.plan import managers_of, rollout_history, selector_of, situation_of
+from rollbackd.rollbacks.plan import (
+    owner_of_workload,
+    rollout_history,
+    selector_of,
+    situation_of,
+)
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.daemon import run_daemon
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
@@ -195,12 +200,8 @@ def owner_labels(deployments: list[dict[str, Any]], settings: Settings) -> dict[
     labels = {}
     for deployment in deployments:
         meta = deployment["metadata"]
-        owner = owner_of(
-            meta.get("labels") or {},
-            meta.get("annotations") or {},
-            managers_of(deployment),
-            argocd_namespace=settings.rollback.owners.argocd_namespace,
-        )
+        namespace = settings.rollback.owners.argocd_namespace
+        owner = owner_of_workload(deployment, argocd_namespace=namespace)
         if owner is not None:
             labels[Target(meta["namespace"], meta["name"])] = owner.label
     return labels
@@ -253,9 +254,9 @@ async def history_rows(settings: Settings, target: Target) -> list[dict[str, obj
     history = rollout_history(deployment, replicasets)
     state = read_state(deployment["metadata"].get("annotations") or {})
     last = state.last_rollback
-    owner = situation_of(
-        deployment, replicasets, argocd_namespace=settings.rollback.owners.argocd_namespace
-    ).owner
+    owner = owner_of_workload(
+        deployment, argocd_namespace=settings.rollback.owners.argocd_namespace
+    )
     pause = pause_of(deployment)
     owned = owner.label if owner else None
     if owned and pause is not None:

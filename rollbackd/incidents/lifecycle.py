@@ -11,6 +11,8 @@
                             skipped (newer change landed): NOTIFIED
                             failed, nothing written, transient: ASSESSING again (bounded)
                             failed: ESCALATED (a person must act)
+    VERIFYING --breaching again, the template rolled back from is back--> NOTIFIED
+                (owner_reapplied: its owner re-applied it; said once, never undone again)
     NOTIFIED / VERIFYING / ESCALATED --whole picture fine--> recovered, closed
 
 The state holds the whole picture: the latest breaching verdict of every rule for every
@@ -50,13 +52,13 @@ from rollbackd.state.annotations import LastRollback, parse_time
 MAX_ATTEMPTS = 3
 """Rollback attempts per incident when an attempt fails before anything was written."""
 RETRY_DELAYS = (15.0, 60.0)
+"""Seconds before a second and a third attempt (after transient API failures)."""
 UNSYNCED_RETRY = timedelta(seconds=2)
 """How soon an assessment made on an unsynced Deployment cache is tried again."""
 CACHE_NOT_SYNCED = "cache_not_synced"
 RECHECK = timedelta(seconds=30)
 """While a rolled-back workload breaches again, how often its template is read again: the
 template rolled back from may be back, re-applied by its owner."""
-"""Seconds before a second and a third attempt (after transient API failures)."""
 MAX_CLOSED = 1000
 """Recently closed incident ids kept, so a lagging record is never adopted again."""
 
@@ -747,12 +749,8 @@ class _Machine:
                 to_images=last.to_images,
                 graph_url=self.config.graph_urls.get(last.rule, ""),
             )
-            if record.owner is not None:
-                action = policy(record.owner, self.config.rollback.owners)
-                step = next_step(
-                    record.owner, action, str(target), images=", ".join(last.from_images)
-                )
-                facts = replace(facts, owner=record.owner.label, next_step=step)
+            action = policy(record.owner, self.config.rollback.owners)
+            facts = _owned_by(facts, record.owner, action)
             # Told already that its owner re-applied the bad template: wait for recovery
             # without verifying (and telling) again.
             reapplied = Event.SKIPPED in record.said
@@ -870,12 +868,14 @@ def _with_owner(
     facts: Incident, situation: Situation, decision: Decision, rollback: RollbackSettings
 ) -> Incident:
     """The facts with the workload's owner and what a person must do about it."""
-    owner = situation.owner
+    action = policy(situation.owner, rollback.owners) if decision.acts else OwnerAction.NOTIFY
+    return _owned_by(facts, situation.owner, action)
+
+
+def _owned_by(facts: Incident, owner: Owner | None, action: OwnerAction) -> Incident:
     if owner is None:
         return facts
-    images = ", ".join(facts.from_images)
-    action = policy(owner, rollback.owners) if decision.acts else OwnerAction.NOTIFY
-    step = next_step(owner, action, str(situation.target), images=images)
+    step = next_step(owner, action, str(facts.target), images=", ".join(facts.from_images))
     return replace(facts, owner=owner.label, next_step=step)
 
 

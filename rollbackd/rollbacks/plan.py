@@ -24,7 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from rollbackd.incidents.decide import NoUndo, Situation, Undo
-from rollbackd.incidents.owners import OWNER_ANNOTATIONS, owner_of
+from rollbackd.incidents.owners import OWNER_ANNOTATIONS, Owner, owner_of
 from rollbackd.model import Target
 from rollbackd.state.annotations import PREFIX, DeploymentState, parse_time, state_of
 
@@ -319,15 +319,16 @@ def situation_of(
         changed_at=changed_at(history, observed=observed_change),
         state=state,
         undo=undo,
-        owner=owner_of(
-            meta.get("labels") or {},
-            annotations,
-            managers_of(deployment),
-            argocd_namespace=argocd_namespace,
-        ),
+        owner=owner_of_workload(deployment, argocd_namespace=argocd_namespace),
     )
 
 
-def managers_of(obj: Obj) -> list[str]:
-    """The field managers that wrote ``obj`` (``metadata.managedFields``)."""
-    return [str(m.get("manager", "")) for m in obj["metadata"].get("managedFields") or []]
+def owner_of_workload(obj: Obj, *, argocd_namespace: str) -> Owner | None:
+    """Who re-applies ``obj``: its labels, annotations and field managers say."""
+    meta = obj["metadata"]
+    return owner_of(
+        meta.get("labels") or {},
+        meta.get("annotations") or {},
+        [str(m.get("manager", "")) for m in meta.get("managedFields") or []],
+        argocd_namespace=argocd_namespace,
+    )

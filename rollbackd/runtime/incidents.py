@@ -28,12 +28,12 @@ import structlog
 from rollbackd.errors import KubeError, PrometheusError, RollbackdError, all_error_classes
 from rollbackd.incidents import lifecycle as core
 from rollbackd.incidents.decide import Undo
-from rollbackd.incidents.owners import OWNER_RESOURCES, Owner, owner_of, owner_revision
+from rollbackd.incidents.owners import OWNER_RESOURCES, Owner, owner_revision
 from rollbackd.model import Incident, RuleState, Target, Verdict
 from rollbackd.notifications.render import graph_url
 from rollbackd.ports import Clock, EventRecorder, MetricsSource, OwnerObjects, Workloads
 from rollbackd.rollbacks.execute import Outcome, RollbackExecutor, RollbackRequest, RollbackResult
-from rollbackd.rollbacks.plan import managers_of, selector_of, situation_of
+from rollbackd.rollbacks.plan import owner_of_workload, selector_of, situation_of
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import AlertmanagerSettings, Settings
@@ -174,11 +174,8 @@ class IncidentRunner:
                 continue
             incident, said = parse_messages(annotations.get(MESSAGES, ""))
             target = Target(meta["namespace"], meta["name"])
-            owner = owner_of(
-                meta.get("labels") or {},
-                annotations,
-                managers_of(deployment),
-                argocd_namespace=self.state.config.rollback.owners.argocd_namespace,
+            owner = owner_of_workload(
+                deployment, argocd_namespace=self.state.config.rollback.owners.argocd_namespace
             )
             said = said if incident == last.incident else ()
             records.append(core.Record(target, last, said, owner))
