@@ -578,28 +578,15 @@ class _Machine:
         facts = replace(
             case.facts, reason=decision.message, reason_code=str(decision.reason), dry_run=False
         )
-        case = replace(
-            case,
-            phase=Phase.NOTIFIED,
-            facts=_with_owner(facts, situation, decision, self.config.rollback),
-        )
-        self.cases[case.target] = case
-        self.effects.append(
-            Note(
-                case.target,
-                case.id,
-                EVENT_SKIPPED,
-                f"skipped (owner_reapplied): {decision.message}",
-            )
-        )
+        facts = _with_owner(facts, situation, decision, self.config.rollback)
+        case = self.not_rolled_back(replace(case, facts=facts))
         self.say(case, Event.SKIPPED)
 
     def decided(self, case: Case, decision: Decision) -> None:
         self.effects.append(Decided(case.target, case.id, decision))
 
-    def notify_only(
-        self, case: Case, decision: Decision | None, together: frozenset[Target]
-    ) -> None:
+    def not_rolled_back(self, case: Case) -> Case:
+        """NOTIFIED, with the RollbackdSkipped Event saying why (its facts' reason)."""
         case = replace(case, phase=Phase.NOTIFIED)
         self.cases[case.target] = case
         self.effects.append(
@@ -610,6 +597,12 @@ class _Machine:
                 f"skipped ({case.facts.reason_code}): {case.facts.reason}",
             )
         )
+        return case
+
+    def notify_only(
+        self, case: Case, decision: Decision | None, together: frozenset[Target]
+    ) -> None:
+        case = self.not_rolled_back(case)
         if decision is not None and decision.reason is Reason.WIDESPREAD_BREACH:
             self.announce_outage(case, together | {case.target})
             return

@@ -5,6 +5,7 @@ Flux write), while the incident shell runs the policy of ``rollback.owners``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -253,10 +254,16 @@ def released(
     return Controller(kube, manager, "nginx:2.0", labels, annotations)
 
 
-def running(controller: Controller) -> threading.Thread:
+@contextlib.contextmanager
+def running(controller: Controller) -> Iterator[Controller]:
+    """The controller at work in its own thread for the ``with`` block."""
     thread = threading.Thread(target=controller.run, daemon=True)
     thread.start()
-    return thread
+    try:
+        yield controller
+    finally:
+        controller._stop.set()
+        thread.join()
 
 
 def test_argo_cd_tracked_application_is_left_to_git_and_named(
@@ -267,18 +274,14 @@ def test_argo_cd_tracked_application_is_left_to_git_and_named(
     tracking = {"argocd.argoproj.io/tracking-id": "shop-web:apps/Deployment:shop/web"}
     argo = released(kube, "argocd-controller", annotations=tracking)
     w = world()
-    thread = running(argo)
 
     async def scenario() -> None:
         await w.runner.lead(True)
         await w.breach()
         await w.breach()  # the next ticks add nothing
 
-    try:
+    with running(argo):
         asyncio.run(scenario())
-    finally:
-        argo._stop.set()
-        thread.join()
     assert rollback_patches(kube) == []
     assert w.told.events() == [Event.BREACH, Event.SKIPPED]
     skipped = w.told.incidents[-1]
@@ -298,17 +301,13 @@ def test_argo_cd_label_only_is_a_hint_that_never_acts(
     message says the owner is a guess and how to act by hand."""
     argo = released(kube, "kubectl", labels={"app.kubernetes.io/instance": "web"})
     w = world(argocd="pause")
-    thread = running(argo)
 
     async def scenario() -> None:
         await w.runner.lead(True)
         await w.breach()
 
-    try:
+    with running(argo):
         asyncio.run(scenario())
-    finally:
-        argo._stop.set()
-        thread.join()
     assert rollback_patches(kube) == []
     skipped = w.told.incidents[-1]
     assert (skipped.event, skipped.reason_code) == (Event.SKIPPED, "owner_policy")
@@ -343,8 +342,7 @@ def test_argo_cd_pause_turns_off_automated_sync_and_resume_turns_it_back_on(
 
     argo.paused = sync_off
     w = world(argocd="pause")
-    thread = running(argo)
-    try:
+    with running(argo):
         asyncio.run(_lead_and_breach(w))
         assert argo.idle_for(10)
         assert image(kube) == "nginx:1.0"  # selfHeal is off: the undo holds
@@ -371,9 +369,6 @@ def test_argo_cd_pause_turns_off_automated_sync_and_resume_turns_it_back_on(
         )
         assert wait_until(lambda: image(kube) == "nginx:2.0", 10)  # Argo CD syncs Git again
         asyncio.run(_breach_twice(w))
-    finally:
-        argo._stop.set()
-        thread.join()
     assert len(rollback_patches(kube)) == 1
     assert w.told.events()[-1] == Event.SKIPPED
     assert w.told.incidents[-1].reason_code == "owner_reapplied"
@@ -415,8 +410,7 @@ def test_flux_kustomization_is_paused_with_the_undo_and_resumes_on_a_new_revisio
         (live["metadata"].get("annotations") or {}).get(RECONCILE) == "disabled"
     )
     w = world()
-    thread = running(flux)
-    try:
+    with running(flux):
         asyncio.run(_lead_and_breach(w))
         assert flux.idle_for(10)
         assert image(kube) == "nginx:1.0"
@@ -438,9 +432,6 @@ def test_flux_kustomization_is_paused_with_the_undo_and_resumes_on_a_new_revisio
         flux.desired = "nginx:3.0"  # the fix commit
         assert asyncio.run(w.keeper().check()) == 1
         assert wait_until(lambda: image(kube) == "nginx:3.0", 10)
-    finally:
-        flux._stop.set()
-        thread.join()
     assert len(rollback_patches(kube)) == 1
     events = w.told.events()
     assert events == [
@@ -490,14 +481,10 @@ def test_flux_helmrelease_re_apply_is_one_message_not_a_second_rollback(
     w = world()
     asyncio.run(_lead_and_breach(w))
     assert image(kube) == "nginx:1.0"
-    thread = running(helm)  # drift detection on: the bad template comes back
-    try:
+    with running(helm):  # drift detection on: the bad template comes back
         assert wait_until(lambda: image(kube) == "nginx:2.0", 10)
         asyncio.run(_breach_twice(w))
         asyncio.run(_breach_twice(w))
-    finally:
-        helm._stop.set()
-        thread.join()
     assert len(rollback_patches(kube)) == 1
     assert w.told.events() == [
         Event.BREACH,
