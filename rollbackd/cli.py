@@ -18,11 +18,17 @@ import click
 import httpx
 
 from rollbackd import __version__
-from rollbackd.errors import ConfigError, DingTalkError, RollbackdError, TemplateFailed
+from rollbackd.errors import (
+    ConfigError,
+    DingTalkError,
+    PrometheusPartial,
+    RollbackdError,
+    TemplateFailed,
+)
 from rollbackd.incidents.decide import decide
 from rollbackd.incidents.owners import next_step, policy
 from rollbackd.model import Event, Incident, Target, Verdict, new_incident_id
-from rollbackd.notifications.render import Renderer, template_problems
+from rollbackd.notifications.render import template_problems
 from rollbackd.rollbacks.execute import Outcome, RollbackRequest, RollbackResult
 from rollbackd.rollbacks.pauses import lift, pause_of, resumed_message
 from rollbackd.rollbacks.plan import (
@@ -36,7 +42,7 @@ from rollbackd.runtime.daemon import run_daemon
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
 from rollbackd.runtime.logs import REDACTOR, configure_logging
 from rollbackd.runtime.telemetry import Telemetry
-from rollbackd.runtime.wiring import Edges
+from rollbackd.runtime.wiring import Edges, renderer_for
 from rollbackd.settings import (
     Settings,
     key_line,
@@ -182,7 +188,11 @@ async def evaluate_once(settings: Settings) -> tuple[list[dict[str, object]], bo
     judged = {verdict.rule for verdict in verdicts}
     for rule in settings.rules:
         failure = runner.failures.get(rule.name)
-        if failure is None and rule.name in judged:
+        if isinstance(failure, PrometheusPartial):
+            echo(f"rule {rule.name!r}: {failure.message} [{failure.code}]", err=True)
+            if rule.name in judged:
+                continue  # its rows show the values, with reason partial_response
+        elif failure is None and rule.name in judged:
             continue
         # A rule without rows would be invisible: say why it has none.
         row = dict.fromkeys(EVAL_COLUMNS)
@@ -234,6 +244,7 @@ def parse_target(value: str) -> Target:
 
 
 HISTORY_COLUMNS = (
+    "cluster",
     "revision",
     "images",
     "created",
@@ -261,7 +272,7 @@ async def history_rows(settings: Settings, target: Target) -> list[dict[str, obj
     owned = owner.label if owner else None
     if owned and pause is not None:
         owned += f" (re-apply paused by {pause.record.incident or 'rollbackd'})"
-    rows = []
+    rows: list[dict[str, object]] = []
     for revision in history.revisions:
         incidents = []
         if last is not None and revision.template_hash in (last.from_hash, last.to_hash):
@@ -269,6 +280,7 @@ async def history_rows(settings: Settings, target: Target) -> list[dict[str, obj
             incidents.append(f"{last.incident} ({side}{', dry-run' if last.dry_run else ''})")
         rows.append(
             {
+                "cluster": settings.kubernetes.cluster_name or None,
                 "revision": revision.number,
                 "images": ",".join(revision.images),
                 "created": revision.created,
@@ -414,7 +426,7 @@ async def send_test_messages(settings: Settings, names: list[str]) -> list[tuple
         since=now,
         reason="a test message from `rollbackd notify-test`; nothing is wrong",
     )
-    renderer = Renderer(settings.notifications.language, settings.notifications.templates_dir)
+    renderer = renderer_for(settings)
     message = renderer.render(incident)
     results = []
     async with httpx.AsyncClient() as client:
@@ -473,7 +485,7 @@ async def resume_owner(settings: Settings, target: Target) -> str:
 
 async def send_message(settings: Settings, incident: Incident) -> list[tuple[str, str]]:
     """``incident`` to every robot that takes its event, directly; (name, error) failures."""
-    renderer = Renderer(settings.notifications.language, settings.notifications.templates_dir)
+    renderer = renderer_for(settings)
     message = renderer.render(incident)
     failures = []
     async with httpx.AsyncClient() as client:

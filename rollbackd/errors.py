@@ -69,7 +69,10 @@ is the server's own word on when to try again (HTTP ``Retry-After``), when it ga
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from rollbackd.model import QueryResult
 
 
 class RollbackdError(Exception):
@@ -228,6 +231,14 @@ class PrometheusPartial(PrometheusError):
 
     code = "ERR_PROM_PARTIAL"
     transient = True
+
+    def __init__(
+        self, message: str, *, warnings: tuple[str, ...], partial: QueryResult | None = None
+    ) -> None:
+        super().__init__(message, error_type="warnings")
+        self.warnings = warnings
+        self.partial = partial
+        """What the answer did hold: shown (in ``eval``), never judged as clean."""
 
 
 class PrometheusCredentials(PrometheusError):

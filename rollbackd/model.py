@@ -96,7 +96,7 @@ class Reason(StrEnum):
     LOW_TRAFFIC = "low_traffic"
     AMBIGUOUS = "ambiguous"
     ERROR = "error"
-    PARTIAL = "partial"  # the answer carried warnings: some data may be missing
+    PARTIAL_RESPONSE = "partial_response"  # the answer carried warnings: data may be missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +160,7 @@ class Incident:
     labels: dict[str, str] = field(default_factory=dict)
     owner: str = ""  # the GitOps controller or Helm release that applies the workload
     next_step: str = ""  # what a person must do so that the owner stops re-applying it
+    cluster: str = ""  # kubernetes.cluster_name: which cluster, where several share a group
 
 
 @dataclass(frozen=True)

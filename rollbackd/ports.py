@@ -32,8 +32,9 @@ class MetricsSource(Protocol):
         """A range query (unix seconds) as one ``QueryResult`` per evaluation time."""
         ...
 
-    async def check_syntax(self, expr: str) -> None:
-        """Raises ``PrometheusBadQuery`` naming the problem when ``expr`` does not parse."""
+    async def check_syntax(self, expr: str) -> bool:
+        """Raises ``PrometheusBadQuery`` naming the problem when ``expr`` does not parse;
+        False when the backend has no syntax check (VictoriaMetrics, Prometheus < 2.38)."""
         ...
 
 

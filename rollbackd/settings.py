@@ -194,6 +194,55 @@ def _label_selector(value: str) -> str:
     return value
 
 
+_CLUSTER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _cluster_name(value: str) -> str:
+    if value and not _CLUSTER_NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a cluster name: up to 63 letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return value
+
+
+# RFC 9110 field names: tokens. Values must not carry line breaks (header injection).
+_HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_CREDENTIAL_HEADER_RE = re.compile(r"(authorization|cookie|token|secret|password|key|auth)", re.I)
+_RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "transfer-encoding"})
+_QUERY_PARAMS = frozenset({"query", "time", "start", "end", "step", "timeout"})
+
+
+def _header_names(value: dict[str, Any]) -> dict[str, Any]:
+    for name in value:
+        if not _HEADER_NAME_RE.match(name):
+            raise ValueError(f"{name!r} is not an HTTP header name")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header {name!r} is set by rollbackd itself")
+    return value
+
+
+def _header_value(value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError("a header value must not contain line breaks")
+    return value
+
+
+def credential_header(name: str) -> bool:
+    """Whether a header carries a credential by its name (Authorization, X-Api-Key...):
+    its inline value is then masked in logs like every secret."""
+    return bool(_CREDENTIAL_HEADER_RE.search(name))
+
+
+def _extra_params(value: dict[str, Any]) -> dict[str, Any]:
+    for name in value:
+        if not name or name in _QUERY_PARAMS:
+            raise ValueError(
+                f"parameter {name!r} is set by rollbackd on every query and cannot be overridden"
+            )
+    return value
+
+
 def _read_text(path: str) -> str:
     return Path(path).read_text(encoding="utf-8").strip()
 
@@ -266,6 +315,11 @@ class KubernetesSettings(_Section):
         "rollbackd.io/enabled=true",
         description="label selector of the Deployments rollbackd manages (opt-in)",
     )
+    cluster_name: Annotated[str, AfterValidator(_cluster_name)] = Field(
+        "",
+        description="this cluster's name, shown in every message, Event, log line and history;"
+        " set it when several clusters share one group or one query backend",
+    )
 
 
 class BasicAuth(_Section):
@@ -304,6 +358,23 @@ class PrometheusSettings(_Section):
     insecure_skip_verify: bool = Field(
         False, description="do not verify Prometheus's TLS certificate"
     )
+    headers: Annotated[
+        dict[str, Annotated[str, AfterValidator(_header_value)]], AfterValidator(_header_names)
+    ] = Field(
+        default_factory=dict,
+        description="HTTP headers sent with every query (e.g. X-Scope-OrgID: tenant-a for"
+        " Mimir or Cortex); values may be ${VAR}",
+    )
+    header_files: Annotated[dict[str, SecretFile], AfterValidator(_header_names)] = Field(
+        default_factory=dict,
+        description="headers whose value is read from a file at every query (a rotated"
+        " credential takes effect on the next one)",
+    )
+    params: Annotated[dict[str, str | list[str]], AfterValidator(_extra_params)] = Field(
+        default_factory=dict,
+        description="extra query parameters sent with every query (Thanos: dedup,"
+        " partial_response; VictoriaMetrics: extra_label, extra_filters[])",
+    )
 
     @field_validator("url", "external_url")
     @classmethod
@@ -315,6 +386,17 @@ class PrometheusSettings(_Section):
     @model_validator(mode="after")
     def _one_auth(self) -> PrometheusSettings:
         _exactly_one(self, ("bearer_token", "bearer_token_file", "basic_auth"), required=False)
+        both = {n.lower() for n in self.headers} & {n.lower() for n in self.header_files}
+        if both:
+            raise ValueError(f"header {sorted(both)[0]!r} is set in both headers and header_files")
+        named = {n.lower() for n in (*self.headers, *self.header_files)}
+        if "authorization" in named and (
+            self.bearer_token or self.bearer_token_file or self.basic_auth
+        ):
+            raise ValueError(
+                "an Authorization header and bearer_token, bearer_token_file or basic_auth"
+                " would both set Authorization: set one"
+            )
         return self
 
 
@@ -847,7 +929,26 @@ def _possible_secrets(
             file = Path(text) if Path(text).is_absolute() else base / text
             with contextlib.suppress(SecretUnavailable):
                 found.add(read_secret_file(str(file)))
+    found |= _header_secrets(expanded, base)
     return tuple(sorted(value for value in found if value))
+
+
+def _header_secrets(expanded: object, base: Path) -> set[str]:
+    """The query backend's credential headers: inline values of headers named like a
+    credential, and the content of every header file."""
+    section = expanded.get("prometheus") if isinstance(expanded, dict) else None
+    if not isinstance(section, dict):
+        return set()
+    found: set[str] = set()
+    headers, files = section.get("headers"), section.get("header_files")
+    if isinstance(headers, dict):
+        found |= {str(v) for k, v in headers.items() if credential_header(str(k))}
+    if isinstance(files, dict):
+        for text in map(str, files.values()):
+            file = Path(text) if Path(text).is_absolute() else base / text
+            with contextlib.suppress(SecretUnavailable):
+                found.add(read_secret_file(str(file)))
+    return found
 
 
 def _leaves(node: object, key: str = "") -> Iterator[tuple[str, str]]:

@@ -1,4 +1,5 @@
-"""Fixtures shared by every test: real Prometheus and Alertmanager, the sample app."""
+"""Fixtures shared by every test: real Prometheus, Alertmanager and VictoriaMetrics, the
+sample app."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from rollbackd.testing.services import (
     ALERTMANAGER_BINARIES,
     DEBIAN_PACKAGES,
     PROMETHEUS_BINARIES,
+    VICTORIAMETRICS_BINARIES,
     Prometheus,
     find_binary,
 )
@@ -52,6 +54,11 @@ def prometheus_binary() -> None:
 @pytest.fixture
 def alertmanager_binary() -> None:
     require_binary(ALERTMANAGER_BINARIES)
+
+
+@pytest.fixture
+def victoriametrics_binary() -> None:
+    require_binary(VICTORIAMETRICS_BINARIES)
 
 
 @pytest.fixture

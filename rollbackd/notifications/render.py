@@ -81,6 +81,7 @@ def _escaped(incident: Incident) -> Incident:
         incident,
         target=Target(text(incident.target.namespace), text(incident.target.deployment)),
         rule=text(incident.rule),
+        cluster=text(incident.cluster),
         reason=text(incident.reason),
         note=text(incident.note),
         owner=text(incident.owner),
@@ -173,6 +174,8 @@ def _template_frame(exc: BaseException) -> tuple[str, int]:
 def plain_text(incident: Incident, *, code: str) -> str:
     """The built-in message, without templates: what is sent when a template fails."""
     lines = [f"### {incident.event}: {incident.target}", "", f"- incident: {incident.id}"]
+    if incident.cluster:
+        lines.append(f"- cluster: {incident.cluster}")
     if incident.rule:
         value = f" {_number(incident.value)} {incident.op} {_number(incident.threshold)}"
         lines.append(f"- rule: {incident.rule}{value if incident.value is not None else ''}")
@@ -196,7 +199,7 @@ def plain_text(incident: Incident, *, code: str) -> str:
 class Renderer:
     """Renders incidents in one language, with the operator's overrides if any."""
 
-    def __init__(self, language: str = "zh", templates_dir: str = "") -> None:
+    def __init__(self, language: str = "zh", templates_dir: str = "", cluster: str = "") -> None:
         loaders: list[jinja2.BaseLoader] = []
         if templates_dir:
             loaders.append(jinja2.FileSystemLoader(templates_dir))
@@ -210,6 +213,8 @@ class Renderer:
         self._env.filters["num"] = _number
         self._env.filters["when"] = _when
         self.language = language
+        self.cluster = cluster
+        """The cluster every message is about (``kubernetes.cluster_name``), or empty."""
 
     def render(self, incident: Incident) -> Message:
         """The incident's message; a template that fails gives the plain built-in text.
@@ -217,6 +222,8 @@ class Renderer:
         Rendering never fails the caller: a message is always produced, and ``problem``
         carries the template's error with its code so that it is logged and fixed.
         """
+        if self.cluster and not incident.cluster:
+            incident = dataclasses.replace(incident, cluster=self.cluster)
         safe = _escaped(incident)
         problem = ""
         try:
@@ -224,16 +231,15 @@ class Renderer:
         except Exception as exc:  # any failure of an operator's template falls back
             problem = f"{TemplateFailed.code}: {type(exc).__name__}: {exc}"
             text = plain_text(safe, code=TemplateFailed.code)
-        title = (
-            f"{'[DRY-RUN] ' if incident.dry_run else ''}{_TITLES[self.language][incident.event]}"
-        )
-        title += f" {safe.target}"
+        title = f"{'[DRY-RUN] ' if incident.dry_run else ''}{_prefix(safe.cluster)}"
+        title += f"{_TITLES[self.language][incident.event]} {safe.target}"
         return Message(
             incidents=(incident.id,),
             event=str(incident.event),
             title=title,
             text=text,
             labels={
+                **({"cluster": incident.cluster} if incident.cluster else {}),
                 "namespace": incident.target.namespace,
                 "deployment": incident.target.deployment,
                 **incident.labels,
@@ -283,6 +289,7 @@ class Renderer:
                 head = f"汇总：{len(body)} 条通知，{len(ids)} 个事件"
             else:
                 head = f"Digest: {len(body)} messages, {len(ids)} incidents"
+            head = _prefix(escape_markdown(self.cluster)) + head
             text = "\n".join([f"### {head}", "", *body]) + "\n"
             result.append(Message(ids, "digest", head, text, entries=tuple(kept)))
         return result
@@ -297,6 +304,11 @@ class Renderer:
 
 
 _EVENTS = {str(event) for event in Event}
+
+
+def _prefix(cluster: str) -> str:
+    """A title's cluster marker, ``[prod-bj] ``, when several clusters share a group."""
+    return f"[{cluster}] " if cluster else ""
 
 
 def _joined(first: tuple[str, ...], then: tuple[str, ...]) -> tuple[str, ...]:

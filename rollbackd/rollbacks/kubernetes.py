@@ -178,6 +178,7 @@ class KubernetesWorkloads:
         timeout: float = 10.0,
         instance: str = "",
         sleep: Sleep = asyncio.sleep,
+        cluster: str = "",
     ) -> None:
         self._apps = client.AppsV1Api(api)
         self._custom = client.CustomObjectsApi(api)
@@ -185,6 +186,7 @@ class KubernetesWorkloads:
         self._timeout = timeout
         self._instance = instance or socket.gethostname()
         self._sleep = sleep
+        self._cluster = cluster  # named in every Event: event exporters merge clusters
 
     async def _read(self, what: str, call: Callable[[], Any]) -> Any:
         def logged(exc: RollbackdError, wait: float) -> None:
@@ -356,7 +358,7 @@ class KubernetesWorkloads:
                 "uid": meta.get("uid", ""),
                 "resourceVersion": meta.get("resourceVersion", ""),
             },
-            "note": note[:1024],
+            "note": (f"cluster {self._cluster}: {note}" if self._cluster else note)[:1024],
             "type": "Warning" if warning else "Normal",
         }
         await self._call(

@@ -9,10 +9,12 @@
 
 A target is judged ``breaching`` (True), ``not breaching`` (False) or ``unknown`` (None).
 A failed query and a target missing from the result are judged by the rule's ``on_error``
-and ``on_no_data`` policies: ``ok`` is not breaching, ``breach`` is breaching, ``hold``
-is unknown. Unknown changes nothing: a pending target stays pending (its hold keeps
-counting, as Prometheus keeps ``activeAt`` across a failed evaluation) but never fires on
-an unknown tick, and a firing target stays firing.
+and ``on_no_data`` policies, and so is a partial answer (``warnings``: its values are
+shown with reason ``partial_response``, never compared as if complete): ``ok`` is not
+breaching, ``breach`` is breaching, ``hold`` is unknown. Unknown changes nothing: a
+pending target stays pending (its hold keeps counting, as Prometheus keeps ``activeAt``
+across a failed evaluation) but never fires on an unknown tick, and a firing target stays
+firing.
 
 Pure: time comes in as ``now``; nothing here sleeps or does I/O.
 """
@@ -100,8 +102,12 @@ class RuleEvaluator:
         Unless ``on_no_data`` is ``ok``, a target seen before and now missing from the
         result is judged as no data while ``managed`` says it is still managed.
         """
-        if isinstance(outcome, PrometheusError):
-            targets: Iterable[Target] = list(self._tracks)
+        if isinstance(outcome, PrometheusPartial) and outcome.partial is not None:
+            # What a partial answer holds is shown, judged by on_error; a target it lacks
+            # may sit on the missing store: nothing is concluded from its absence.
+            targets: Iterable[Target] = {*outcome.partial.values, *self._tracks}
+        elif isinstance(outcome, PrometheusError):
+            targets = list(self._tracks)
         else:
             targets = {*outcome.values, *outcome.ambiguous, *self._tracks}
             if self.rule.on_no_data != "ok":
@@ -146,9 +152,12 @@ class RuleEvaluator:
 
     def _judge(self, target: Target, outcome: Outcome, traffic: Outcome | None) -> _Judgement:
         rule = self.rule
+        if isinstance(outcome, PrometheusPartial):
+            shown = outcome.partial.values.get(target) if outcome.partial is not None else None
+            policy = _POLICY[rule.on_error]
+            return _Judgement(shown, policy, Reason.PARTIAL_RESPONSE, outcome.code)
         if isinstance(outcome, PrometheusError):
-            reason = Reason.PARTIAL if isinstance(outcome, PrometheusPartial) else Reason.ERROR
-            return _Judgement(None, _POLICY[rule.on_error], reason, outcome.code)
+            return _Judgement(None, _POLICY[rule.on_error], Reason.ERROR, outcome.code)
         if target in outcome.ambiguous:
             return _Judgement(None, _POLICY[rule.on_error], Reason.AMBIGUOUS)
         value = outcome.values.get(target)

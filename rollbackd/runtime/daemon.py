@@ -31,7 +31,6 @@ import structlog
 from rollbackd.errors import ConfigError
 from rollbackd.model import Verdict
 from rollbackd.notifications.outbox import Notifications, Outbox
-from rollbackd.notifications.render import Renderer
 from rollbackd.rollbacks.pauses import PauseKeeper
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
@@ -40,7 +39,7 @@ from rollbackd.runtime.logs import configure_logging, get_logger
 from rollbackd.runtime.scheduler import EvaluationScheduler
 from rollbackd.runtime.server import HttpServer, WebhookIntake, build_app
 from rollbackd.runtime.telemetry import Telemetry
-from rollbackd.runtime.wiring import RELEASE_SECONDS, Edges
+from rollbackd.runtime.wiring import RELEASE_SECONDS, Edges, renderer_for
 from rollbackd.settings import Settings, load_settings
 from rollbackd.state.changes import ChangeTimes
 
@@ -142,7 +141,7 @@ class Daemon:
         incidents carry over."""
         settings = self.settings
         assert self.http_client is not None
-        renderer = Renderer(settings.notifications.language, settings.notifications.templates_dir)
+        renderer = renderer_for(settings)
         previous, self.outboxes = self.outboxes, {}
         for robot in settings.notifications.robots:
             sender = self.edges.sender(robot, self.http_client)
@@ -426,7 +425,10 @@ async def _bounded(step: Any, name: str) -> None:
 def run_daemon(settings: Settings, *, config_file: str, once: bool, dry_run: bool = False) -> int:
     """``rollbackd run``: configure logging and run until stopped."""
     configure_logging(
-        level=settings.logging.level, fmt=settings.logging.format, secrets=settings.secret_values()
+        level=settings.logging.level,
+        fmt=settings.logging.format,
+        secrets=settings.secret_values(),
+        cluster=settings.kubernetes.cluster_name,
     )
     structlog.contextvars.clear_contextvars()
     daemon = Daemon(settings, config_file=config_file, once=once, force_dry_run=dry_run)

@@ -2,8 +2,9 @@
 
 The queries of a cycle run concurrently, one per rule (plus its ``min_traffic`` query),
 whatever the number of Deployments. Failures are logged once per outage, not once per
-tick: the first failure logs ``prometheus_query_failed`` with its code, the first success
-after it logs ``prometheus_query_recovered`` with the outage's length.
+tick: the first failure logs ``prometheus_query_failed`` with its code (a partial answer:
+``prometheus_partial_response`` with its warnings), the first success after it logs
+``prometheus_query_recovered`` with the outage's length.
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ from datetime import UTC, datetime
 
 import structlog
 
-from rollbackd.errors import PrometheusBadQuery, PrometheusError
-from rollbackd.model import Instant, QueryResult, RuleState, Target, Transition, Verdict
+from rollbackd.errors import PrometheusBadQuery, PrometheusError, PrometheusPartial
+from rollbackd.model import (
+    Instant,
+    QueryResult,
+    Reason,
+    RuleState,
+    Target,
+    Transition,
+    Verdict,
+)
 from rollbackd.ports import Clock, MetricsSource
 from rollbackd.rules.evaluate import Outcome, RuleEvaluator
 from rollbackd.runtime.logs import get_logger
@@ -161,7 +170,7 @@ class RuleRunner:
         else:
             self.failures[rule.name] = failure
         metrics = self._telemetry
-        metrics.rule_evaluations.labels(rule.name, failure.code if failure else "ok").inc()
+        metrics.rule_evaluations.labels(rule.name, _result(failure)).inc()
         metrics.rule_evaluation_seconds.labels(rule.name).observe(time.perf_counter() - started)
         metrics.rules_firing.labels(rule.name).set(evaluator.firing)
         if isinstance(outcome, QueryResult) and outcome.ignored:
@@ -196,6 +205,16 @@ class RuleRunner:
         if known is not None and known.code == failure.code:
             return
         self._outages[key] = _Outage(failure.code, now)
+        if isinstance(failure, PrometheusPartial):
+            log.warning(
+                "prometheus_partial_response",
+                rule=rule.name,
+                reason=Reason.PARTIAL_RESPONSE,
+                code=failure.code,
+                warnings=list(failure.warnings),
+                policy=rule.on_error,
+            )
+            return
         log.error(
             "prometheus_query_failed",
             rule=rule.name,
@@ -204,6 +223,15 @@ class RuleRunner:
             error=failure.message,
             policy=rule.on_error,
         )
+
+
+def _result(failure: PrometheusError | None) -> str:
+    """A rule evaluation's result for metrics: ok, partial_response, or the error code."""
+    if failure is None:
+        return "ok"
+    if isinstance(failure, PrometheusPartial):
+        return Reason.PARTIAL_RESPONSE.value
+    return failure.code
 
 
 def _log_transition(verdict: Verdict) -> None:
@@ -223,10 +251,12 @@ def _log_transition(verdict: Verdict) -> None:
 
 
 async def check_rule_syntax(source: MetricsSource, rules: Sequence[RuleSettings]) -> list[str]:
-    """Every rule whose PromQL Prometheus refuses to parse, with Prometheus's message.
+    """Every rule whose PromQL the backend refuses to parse, with the backend's message.
 
-    When Prometheus cannot be reached the check is skipped (logged): start-up must not
-    depend on Prometheus being up, and the first tick reports the outage anyway.
+    When the backend cannot be reached the check is skipped (logged): start-up must not
+    depend on it being up, and the first tick reports the outage anyway. Where it has no
+    syntax check (VictoriaMetrics, Prometheus before 2.38) that is said once and start-up
+    goes on: the first tick names a rule the backend refuses.
     """
     problems: list[str] = []
     for rule in rules:
@@ -235,10 +265,18 @@ async def check_rule_syntax(source: MetricsSource, rules: Sequence[RuleSettings]
             exprs["min_traffic.expr"] = rule.min_traffic.expr
         for key, expr in exprs.items():
             try:
-                await source.check_syntax(expr)
+                checked = await source.check_syntax(expr)
             except PrometheusBadQuery as exc:
                 problems.append(f"rule {rule.name!r} {key}: {exc.message} [{exc.code}]")
+                continue
             except PrometheusError as exc:
                 log.warning("rule_syntax_check_skipped", code=exc.code, error=exc.message)
+                return problems
+            if not checked:
+                log.warning(
+                    "rule_syntax_check_unavailable",
+                    why="the query backend has no /api/v1/format_query; rules are checked"
+                    " by their first evaluation",
+                )
                 return problems
     return problems

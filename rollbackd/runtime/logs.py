@@ -1,12 +1,13 @@
 """Logging: one structured stream, JSON in the cluster and readable on a terminal.
 
 Every line carries the context bound with ``bind_contextvars`` (``incident_id``,
-``namespace``, ``deployment``, ``rule``). A redaction processor masks secrets by key
-name, by the shape of well-known tokens in text (DingTalk ``access_token``/``sign``
-query parameters, ``Bearer`` headers) and by value, for every secret the loaded
-configuration holds, also URL-encoded and in Base64. The CLI prints through the same
-redactor, so no command shows a secret either. Standard-library loggers (kubernetes,
-urllib3, uvicorn, apscheduler) go through the same processors.
+``namespace``, ``deployment``, ``rule``) and the cluster's name when one is configured.
+A redaction processor masks secrets by key name, by the shape of well-known tokens in
+text (DingTalk ``access_token``/``sign`` query parameters, ``Bearer`` headers) and by
+value, for every secret the loaded configuration holds, also URL-encoded and in Base64.
+The CLI prints through the same redactor, so no command shows a secret either.
+Standard-library loggers (kubernetes, urllib3, uvicorn, apscheduler) go through the same
+processors.
 """
 
 from __future__ import annotations
@@ -86,9 +87,15 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 _LEVELS["error"] = logging.ERROR
 
 
-def _shared_processors() -> list[Processor]:
+def _shared_processors(context: dict[str, str]) -> list[Processor]:
+    def add_context(logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+        for key, value in context.items():
+            event.setdefault(key, value)
+        return event
+
     return [
         structlog.contextvars.merge_contextvars,
+        add_context,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
@@ -104,11 +111,14 @@ def configure_logging(
     fmt: Literal["json", "console", "auto"] = "auto",
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    cluster: str = "",
 ) -> None:
     """Set up structlog and the standard library to write one redacted stream.
 
-    ``fmt="auto"`` writes JSON unless the stream is a terminal.
+    ``fmt="auto"`` writes JSON unless the stream is a terminal. With ``cluster``
+    (``kubernetes.cluster_name``) every line names it, as ``cluster``.
     """
+    context = {"cluster": cluster} if cluster else {}
     REDACTOR.add(secrets)
     out = stream or sys.stdout
     as_json = fmt == "json" or (fmt == "auto" and not out.isatty())
@@ -120,7 +130,7 @@ def configure_logging(
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
-            *_shared_processors(),
+            *_shared_processors(context),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -130,7 +140,7 @@ def configure_logging(
     handler = logging.StreamHandler(out)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=_shared_processors(),
+            foreign_pre_chain=_shared_processors(context),
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )

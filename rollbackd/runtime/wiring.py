@@ -24,6 +24,7 @@ from kubernetes import client, config
 
 from rollbackd.errors import RollbackdError
 from rollbackd.notifications.dingtalk import sender_for
+from rollbackd.notifications.render import Renderer
 from rollbackd.rollbacks.execute import RollbackExecutor
 from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads, api_client
 from rollbackd.runtime.leader import RELEASE_SECONDS, LeaderElector, LeaderLabel
@@ -31,11 +32,21 @@ from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import AppRobot, RollbackSettings, Settings, WebhookRobot
 from rollbackd.signals.prometheus import PrometheusSource
 
-__all__ = ["RELEASE_SECONDS", "Edges"]
+__all__ = ["RELEASE_SECONDS", "Edges", "renderer_for"]
 
 log = get_logger(__name__)
 
 Obj = dict[str, Any]
+
+
+def renderer_for(settings: Settings) -> Renderer:
+    """The messages' renderer: the language, the operator's templates, the cluster's name."""
+    notifications = settings.notifications
+    return Renderer(
+        notifications.language,
+        notifications.templates_dir,
+        cluster=settings.kubernetes.cluster_name,
+    )
 
 
 class Edges:
@@ -52,7 +63,9 @@ class Edges:
     def workloads(self) -> KubernetesWorkloads:
         """Reads, patches, watches and Events (``Workloads``, ``RolloutWatcher``,
         ``EventRecorder``)."""
-        return KubernetesWorkloads(self.api, sleep=asyncio.sleep)
+        return KubernetesWorkloads(
+            self.api, sleep=asyncio.sleep, cluster=self.settings.kubernetes.cluster_name
+        )
 
     def deployments(
         self,

@@ -7,13 +7,18 @@ prometheus-api-client returns only ``data.result`` and hides Prometheus's ``erro
 and ``warnings``. A requests response hook on the session we hand it keeps the raw
 response of the current thread's call, so failures are classified from Prometheus's own
 ``errorType``. An answer with ``warnings`` (partial data: a Thanos store or a cluster node
-was down) is not a clean answer: it raises ``PrometheusPartial``, judged by the rule's
-``on_error`` like any failure. A body cut off mid-way is ``PrometheusBadResponse``. Its
-retries are switched off: a failed tick is judged by the rule's ``on_error`` policy and
-the next tick tries again.
+was down) is not a clean answer: it raises ``PrometheusPartial`` carrying what the answer
+held, judged by the rule's ``on_error`` like any failure. A body cut off mid-way is
+``PrometheusBadResponse``. Its retries are switched off: a failed tick is judged by the
+rule's ``on_error`` policy and the next tick tries again.
 
-Credentials are read at every request (``_Credentials``), so a rotated token file takes
-effect on the next query; a file gone or empty fails the query with
+Compatible backends: ``url`` may carry a path prefix (Mimir's ``/prometheus``), every
+request carries ``headers`` (a tenant's ``X-Scope-OrgID``) and ``params`` (Thanos's
+``dedup``, VictoriaMetrics's ``extra_label``). Where ``/api/v1/format_query`` is missing
+(VictoriaMetrics, Prometheus before 2.38), ``check_syntax`` says it cannot check.
+
+Credentials and header files are read at every request (``_Credentials``), so a rotated
+token file takes effect on the next query; a file gone or empty fails the query with
 ``ERR_PROM_CREDENTIALS`` instead of querying without credentials.
 """
 
@@ -45,7 +50,7 @@ from rollbackd.errors import (
 )
 from rollbackd.model import QueryResult, Target
 from rollbackd.runtime.logs import get_logger
-from rollbackd.settings import PrometheusSettings, TargetLabels, secret_from
+from rollbackd.settings import PrometheusSettings, TargetLabels, read_secret_file, secret_from
 
 log = get_logger(__name__)
 
@@ -67,13 +72,17 @@ def _session(settings: PrometheusSettings) -> requests.Session:
 
 
 class _Credentials(requests.auth.AuthBase):
-    """Adds the configured bearer token or basic auth to each request, read when sent."""
+    """Adds the configured headers, bearer token or basic auth to each request, with every
+    file read when the request is sent."""
 
     def __init__(self, settings: PrometheusSettings) -> None:
         self._settings = settings
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         settings = self._settings
+        request.headers.update(settings.headers)
+        for name, path in settings.header_files.items():
+            request.headers[name] = read_secret_file(path)
         token = secret_from(settings.bearer_token, settings.bearer_token_file)
         if token is not None:
             request.headers["Authorization"] = f"Bearer {token.get_secret_value()}"
@@ -115,6 +124,7 @@ class PrometheusSource:
         self._last = threading.local()
         self._session = _session(settings)
         self._session.hooks["response"].append(self._remember)
+        self._syntax_unavailable = False
         self._client = PrometheusConnect(
             url=settings.url,
             auth=_Credentials(settings),
@@ -131,14 +141,21 @@ class PrometheusSource:
         self._client.close()
 
     async def query(self, expr: str, *, target_labels: TargetLabels) -> QueryResult:
-        series = await self._in_thread(self._query_sync, expr)
-        return to_query_result(series, target_labels)
+        series, warnings = await self._in_thread(self._query_sync, expr)
+        result = to_query_result(series, target_labels)
+        if warnings:
+            raise _partial(warnings, result)
+        return result
 
     async def query_range(
         self, expr: str, *, target_labels: TargetLabels, start: float, end: float, step: float
     ) -> list[tuple[float, QueryResult]]:
         """One ``QueryResult`` per step, oldest first (for seeding hold windows)."""
-        series = await self._in_thread(lambda e: self._query_range_sync(e, start, end, step), expr)
+        series, warnings = await self._in_thread(
+            lambda e: self._query_range_sync(e, start, end, step), expr
+        )
+        if warnings:
+            raise _partial(warnings)
         by_time: dict[float, list[Any]] = {}
         for item in series:
             for stamp, value in item.get("values", []):
@@ -150,7 +167,9 @@ class PrometheusSource:
             for stamp, points in sorted(by_time.items())
         ]
 
-    def _query_range_sync(self, expr: str, start: float, end: float, step: float) -> list[Any]:
+    def _query_range_sync(
+        self, expr: str, start: float, end: float, step: float
+    ) -> tuple[list[Any], list[str]]:
         self._last.response = None
         try:
             series = list(
@@ -159,10 +178,10 @@ class PrometheusSource:
                     start_time=datetime.fromtimestamp(start, UTC),
                     end_time=datetime.fromtimestamp(end, UTC),
                     step=f"{max(step, 1.0):g}s",
+                    params=dict(self._settings.params),
                 )
             )
-            self._refuse_partial(expr)
-            return series
+            return series, self._warnings()
         except SecretUnavailable as exc:
             raise PrometheusCredentials(f"credentials for Prometheus: {exc.message}") from None
         except (PrometheusApiClientException, requests.RequestException, KeyError) as exc:
@@ -170,8 +189,12 @@ class PrometheusSource:
         finally:
             self._last.response = None
 
-    async def check_syntax(self, expr: str) -> None:
-        await self._in_thread(self._format_query_sync, expr)
+    async def check_syntax(self, expr: str) -> bool:
+        if self._syntax_unavailable:
+            return False
+        checked: bool = await self._in_thread(self._format_query_sync, expr)
+        self._syntax_unavailable = not checked
+        return checked
 
     async def _in_thread(self, call: Any, expr: str) -> Any:
         # requests enforces the timeout; the outer bound covers DNS and pool waits too.
@@ -182,19 +205,20 @@ class PrometheusSource:
                 f"no answer from Prometheus within {self._timeout:g}s", error_type="timeout"
             ) from None
 
-    def _query_sync(self, expr: str) -> list[Any]:
+    def _query_sync(self, expr: str) -> tuple[list[Any], list[str]]:
         self._last.response = None
         # Prometheus's own timeout aborts the query server-side, a little before ours.
-        params = {"timeout": f"{max(int(self._timeout * 1000) - 500, 500)}ms"}
+        timeout = f"{max(int(self._timeout * 1000) - 500, 500)}ms"
         try:
-            series = self._client.custom_query(expr, params=params)
+            series = self._client.custom_query(
+                expr, params={**self._settings.params, "timeout": timeout}
+            )
             if not all(isinstance(item, dict) and "value" in item for item in series):
                 raise PrometheusBadQuery(
                     "the query must return an instant vector (one sample per series)",
                     error_type="bad_data",
                 )
-            self._refuse_partial(expr)
-            return list(series)
+            return list(series), self._warnings()
         except SecretUnavailable as exc:
             raise PrometheusCredentials(f"credentials for Prometheus: {exc.message}") from None
         except (PrometheusApiClientException, requests.RequestException, KeyError) as exc:
@@ -202,36 +226,39 @@ class PrometheusSource:
         finally:
             self._last.response = None  # do not keep a large body alive between ticks
 
-    def _format_query_sync(self, expr: str) -> None:
+    def _format_query_sync(self, expr: str) -> bool:
+        """True when the backend parsed ``expr``; False when it has no format_query (404,
+        or VictoriaMetrics's plain-text 400 "unsupported path")."""
+        self._last.response = None
         try:
             response = self._session.get(
                 f"{self._settings.url}/api/v1/format_query",
-                params={"query": expr},
-                headers=self._client.headers,
+                params={**self._settings.params, "query": expr},
                 auth=self._client.auth,
                 timeout=self._timeout,
             )
+        except SecretUnavailable as exc:
+            raise PrometheusCredentials(f"credentials for Prometheus: {exc.message}") from None
         except requests.RequestException as exc:
             raise self._classify(exc) from exc
-        if response.status_code == 404:
-            return  # Prometheus before 2.38 has no format_query: the first tick will tell
-        if response.status_code != 200:
+        try:
+            if response.status_code == 200:
+                return True
+            if response.status_code == 404 or (
+                response.status_code < 500 and _json_or_none(response) is None
+            ):
+                return False
             raise self._classify(PrometheusApiClientException(f"HTTP {response.status_code}"))
-        self._last.response = None
+        finally:
+            self._last.response = None
 
-    def _refuse_partial(self, expr: str) -> None:
-        """Raise ``PrometheusPartial`` when the answer carried warnings."""
+    def _warnings(self) -> list[str]:
+        """The current answer's ``warnings``: present, the data may be incomplete."""
         response = getattr(self._last, "response", None)
         if response is None or b'"warnings"' not in response.content:
-            return
+            return []
         body = _json_or_none(response) or {}
-        warnings = body.get("warnings") or []
-        if warnings:
-            log.warning("prometheus_warnings", warnings=[str(w) for w in warnings][:5], expr=expr)
-            raise PrometheusPartial(
-                f"partial answer: {'; '.join(str(w) for w in warnings)[:300]}",
-                error_type="warnings",
-            )
+        return [str(w) for w in body.get("warnings") or []]
 
     def _classify(self, exc: Exception) -> PrometheusError:
         if isinstance(
@@ -263,9 +290,19 @@ class PrometheusSource:
         error_type = str(body.get("errorType", ""))
         message = str(body.get("error", "")) or f"HTTP {response.status_code}"
         cls = _BY_ERROR_TYPE.get(error_type)
-        if cls is None:
+        if cls is None and response.status_code in (400, 422):
+            cls = PrometheusBadQuery  # VictoriaMetrics answers a parse error with 422
+        elif cls is None:
             cls = PrometheusUnreachable if response.status_code >= 500 else PrometheusBadResponse
         return cls(f"{error_type or 'error'}: {message}", error_type=error_type)
+
+
+def _partial(warnings: list[str], result: QueryResult | None = None) -> PrometheusPartial:
+    return PrometheusPartial(
+        f"partial answer: {'; '.join(warnings)[:300]}",
+        warnings=tuple(warnings[:5]),
+        partial=result,
+    )
 
 
 def _json_or_none(response: requests.Response) -> dict[str, Any] | None:

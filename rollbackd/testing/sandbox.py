@@ -1,5 +1,6 @@
-"""A whole world for rollbackd on one machine: the fake API server, the real Prometheus,
-the sample workload and the fake DingTalk robot, plus a configuration that ties them.
+"""A whole world for rollbackd on one machine: the fake API server, the real Prometheus
+(or a real VictoriaMetrics), the sample workload and the fake DingTalk robot, plus a
+configuration that ties them.
 
 The end-to-end tests and ``rollbackd demo`` run ``rollbackd run`` against it. The sample
 workload behaves like a real service: its error ratio follows the image the Deployment
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from kubernetes import client, config
@@ -27,7 +28,7 @@ from kubernetes import client, config
 from rollbackd.testing.app import SampleApp, set_traffic
 from rollbackd.testing.dingtalk import FakeDingTalk
 from rollbackd.testing.kube import Cluster, KubeApiServer, seed
-from rollbackd.testing.services import Alertmanager, Prometheus
+from rollbackd.testing.services import Alertmanager, Prometheus, VictoriaMetrics
 
 NAMESPACE = "shop"
 ROBOT_TOKEN = "sandbox-robot-token-51f0"  # noqa: S105 - the sandbox's own fake robot
@@ -63,7 +64,9 @@ class Warm:
 
 class Sandbox:
     """Everything rollbackd talks to, started and stopped together. ``warm`` (without alert
-    rules or Alertmanager) brings an app and a Prometheus already scraping it."""
+    rules or Alertmanager) brings an app and a Prometheus already scraping it. With
+    ``backend="victoriametrics"`` a VictoriaMetrics single node scrapes the app and
+    answers rollbackd's queries instead of Prometheus."""
 
     def __init__(
         self,
@@ -76,16 +79,19 @@ class Sandbox:
         alert_webhook: str = "",
         alert_token: str = "",
         warm: Warm | None = None,
+        backend: Literal["prometheus", "victoriametrics"] = "prometheus",
     ) -> None:
         self.folder = folder
         self.kube = KubeApiServer()
         assert warm is None or not (alert_rules or alert_webhook), "a warm pair has no alerts"
         assert warm is None or warm.interval == interval
+        assert backend == "prometheus" or not (warm or alert_rules), "alerts need Prometheus"
+        self.backend = backend
         self._warm = warm
         self.app = warm.app if warm else SampleApp()
         self.robot = FakeDingTalk()
         self.robot.state.echo = echo_messages
-        self.prometheus: Prometheus | None = None
+        self.prometheus: Prometheus | VictoriaMetrics | None = None
         self.rule_for, self.interval = rule_for, interval
         self.errors_by_image: dict[str, float] = {}
         self.errors_since: dict[str, float] = {}  # monotonic time a Deployment began failing
@@ -122,6 +128,10 @@ class Sandbox:
 
     def _start_prometheus(self) -> None:
         self.app.start()
+        if self.backend == "victoriametrics":
+            self.prometheus = VictoriaMetrics(scrape_targets=[self.app.address])
+            self.prometheus.start()
+            return
         alertmanagers = []
         if self.alert_webhook:
             self.alertmanager = Alertmanager(

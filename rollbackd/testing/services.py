@@ -1,4 +1,4 @@
-"""Start the real Prometheus and Alertmanager binaries for tests and the demo.
+"""Start the real Prometheus, Alertmanager and VictoriaMetrics binaries for tests and the demo.
 
 Each service gets a free loopback port, its own temporary config and data folders, and is
 stopped by PID. Waiting is bounded: a service that is not ready in time is killed and its
@@ -26,7 +26,8 @@ import yaml
 
 PROMETHEUS_BINARIES = ("prometheus",)
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
-DEBIAN_PACKAGES = ("prometheus", "prometheus-alertmanager")
+VICTORIAMETRICS_BINARIES = ("victoria-metrics", "victoriametrics")
+DEBIAN_PACKAGES = ("prometheus", "prometheus-alertmanager", "victoria-metrics")
 
 
 class ServiceError(RuntimeError):
@@ -173,18 +174,12 @@ class Prometheus(_Process):
         for name, text in self.rule_files.items():
             (self.workdir / name).write_text(text)
         config: dict[str, object] = {
-            "global": {
-                "scrape_interval": self.scrape_interval,
-                "evaluation_interval": self.evaluation_interval,
-            },
+            **_scrape_config(self.scrape_targets, self.scrape_interval),
             "rule_files": [str(self.workdir / name) for name in self.rule_files],
-            "scrape_configs": [
-                {
-                    "job_name": "app",
-                    "scrape_interval": self.scrape_interval,
-                    "static_configs": [{"targets": self.scrape_targets}],
-                }
-            ],
+        }
+        config["global"] = {
+            "scrape_interval": self.scrape_interval,
+            "evaluation_interval": self.evaluation_interval,
         }
         if self.alertmanagers:
             config["alerting"] = {
@@ -197,17 +192,7 @@ class Prometheus(_Process):
 
         Prometheus applies its first scrape targets a few seconds after it is ready.
         """
-        url = f"{self.url}/api/v1/query?query=up"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with urllib.request.urlopen(url, timeout=5) as answer:  # noqa: S310
-                result = json.load(answer)["data"]["result"]
-            if len(result) == len(self.scrape_targets) and all(
-                s["value"][1] == "1" for s in result
-            ):
-                return
-            time.sleep(0.2)
-        raise ServiceError(f"targets {self.scrape_targets} not scraped within {timeout}s")
+        _wait_until_up(self.url, len(self.scrape_targets), timeout)
 
     def arguments(self) -> list[str]:
         return [
@@ -216,6 +201,70 @@ class Prometheus(_Process):
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--web.enable-lifecycle",
             f"--rules.alert.resend-delay={self.alert_resend_delay}",
+        ]
+
+
+def _scrape_config(targets: Sequence[str], interval: str) -> dict[str, object]:
+    return {
+        "global": {"scrape_interval": interval},
+        "scrape_configs": [
+            {
+                "job_name": "app",
+                "scrape_interval": interval,
+                "static_configs": [{"targets": list(targets)}],
+            }
+        ],
+    }
+
+
+def _wait_until_up(url: str, count: int, timeout: float) -> None:
+    """Block until ``up`` answers 1 for ``count`` targets at ``url``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{url}/api/v1/query?query=up", timeout=5) as answer:  # noqa: S310
+            result = json.load(answer)["data"]["result"]
+        if len(result) == count and all(s["value"][1] == "1" for s in result):
+            return
+        time.sleep(0.2)
+    raise ServiceError(f"{count} scrape targets not seen up at {url} within {timeout}s")
+
+
+class VictoriaMetrics(_Process):
+    """A real VictoriaMetrics single node scraping the given targets by itself.
+
+    ``latency_offset`` is ``-search.latencyOffset``: VictoriaMetrics hides samples newer
+    than that from instant queries (30 s by default); the tests pass 0s.
+    """
+
+    def __init__(
+        self,
+        *,
+        scrape_targets: Sequence[str] = (),
+        scrape_interval: str = "1s",
+        latency_offset: str = "0s",
+        binary: str | None = None,
+    ) -> None:
+        found = binary or find_binary(VICTORIAMETRICS_BINARIES)
+        if found is None:
+            raise ServiceError("victoria-metrics is missing (apt-get install victoria-metrics)")
+        super().__init__(binary=found, name="victoriametrics", ready_path="/health")
+        self.scrape_targets = list(scrape_targets)
+        self.latency_offset = latency_offset
+        config = _scrape_config(self.scrape_targets, scrape_interval)
+        (self.workdir / "scrape.yml").write_text(yaml.safe_dump(config))
+
+    def wait_until_scraped(self, timeout: float = 30.0) -> None:
+        """Block until every target's samples can be queried (the first takes ~10 s)."""
+        _wait_until_up(self.url, len(self.scrape_targets), timeout)
+
+    def arguments(self) -> list[str]:
+        return [
+            f"-httpListenAddr=127.0.0.1:{self.port}",
+            f"-storageDataPath={self.workdir / 'data'}",
+            f"-promscrape.config={self.workdir / 'scrape.yml'}",
+            f"-search.latencyOffset={self.latency_offset}",
+            "-retentionPeriod=1d",
+            "-loggerLevel=WARN",
         ]
 
 

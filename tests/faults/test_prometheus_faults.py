@@ -53,6 +53,10 @@ CASES = [
 ]
 
 
+# A partial answer is not a failed query: its metric result and its log line say so.
+PARTIAL = {"ERR_PROM_PARTIAL": ("partial_response", "prometheus_partial_response")}
+
+
 def runner(url: str) -> tuple[RuleRunner, Telemetry]:
     rule = RuleSettings.model_validate(
         {"name": "errors", "expr": "ratio", "threshold": 0.05, "for": "0s", "interval": "2s"}
@@ -80,8 +84,11 @@ def test_fault_never_fires_logs_its_code_once_and_recovers(
         faulty = [asyncio.run(run.run()) for _ in range(3)]
         assert all(v.state is not RuleState.FIRING for batch in faulty for v in batch)
         assert run.failures["errors"].code == code
+        result, logged = PARTIAL.get(code, (code, "prometheus_query_failed"))
         assert (
-            telemetry.value("rollbackd_rule_evaluations_total", {"rule": "errors", "result": code})
+            telemetry.value(
+                "rollbackd_rule_evaluations_total", {"rule": "errors", "result": result}
+            )
             == 3
         )
         if answer is not None:
@@ -90,13 +97,14 @@ def test_fault_never_fires_logs_its_code_once_and_recovers(
             assert (healthy.target, healthy.breaching) == (WEB, False)
             assert "errors" not in run.failures
     events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
-    assert events.count("prometheus_query_failed") == 1
+    assert events.count(logged) == 1
     assert events.count("prometheus_query_recovered") == (0 if answer is None else 1)
 
 
 def test_a_partial_breach_is_judged_by_on_error() -> None:
     """A breaching value in a partial answer does not fire under on_error: hold; it is
-    judged as the operator chose, with its own reason (before: a clean breach)."""
+    judged as the operator chose, with its own reason partial_response, and its value is
+    still shown (before: a clean breach)."""
     partial = vector(({"namespace": "shop", "deployment": "web"}, "0.30"), warnings=["down"])
     with PrometheusStub() as stub:
         stub.answer(partial)
@@ -108,10 +116,11 @@ def test_a_partial_breach_is_judged_by_on_error() -> None:
         (held,) = asyncio.run(run.run())
     assert all(v.state is not RuleState.FIRING for v in first)
     assert firing.state is RuleState.FIRING
-    assert (held.reason, held.error_code, held.breaching) == (
-        Reason.PARTIAL,
+    assert (held.reason, held.error_code, held.breaching, held.value) == (
+        Reason.PARTIAL_RESPONSE,
         "ERR_PROM_PARTIAL",
         None,
+        0.30,
     )
 
 

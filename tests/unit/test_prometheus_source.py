@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
-import json
 import math
 from pathlib import Path
 
@@ -16,11 +14,11 @@ from rollbackd.errors import (
     PrometheusBadResponse,
     PrometheusError,
     PrometheusExecution,
+    PrometheusPartial,
     PrometheusTimeout,
     PrometheusUnreachable,
 )
 from rollbackd.model import Target
-from rollbackd.runtime.logs import configure_logging
 from rollbackd.settings import PrometheusSettings, TargetLabels
 from rollbackd.signals.prometheus import PrometheusSource
 from rollbackd.testing.prometheus_stub import PrometheusStub, error, vector
@@ -145,16 +143,16 @@ def test_closed_port_is_unreachable() -> None:
 
 
 def test_an_answer_with_warnings_is_partial_not_clean(stub: PrometheusStub) -> None:
-    """Partial data (a Thanos store down) is ERR_PROM_PARTIAL, judged by on_error, and the
-    warning is logged (before: it was used as a clean answer)."""
-    out = io.StringIO()
-    configure_logging(fmt="json", stream=out)
+    """Partial data (a Thanos store down) is ERR_PROM_PARTIAL, judged by on_error, never a
+    clean answer; it still carries the warnings and the values it held, which eval shows."""
     stub.answer(vector(({"namespace": "a", "deployment": "b"}, "1"), warnings=["store down"]))
     exc = failure(stub.url)
+    assert isinstance(exc, PrometheusPartial)
     assert exc.code == "ERR_PROM_PARTIAL"
     assert "store down" in exc.message
-    logged = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert any(line["event"] == "prometheus_warnings" for line in logged)
+    assert exc.warnings == ("store down",)
+    assert exc.partial is not None
+    assert exc.partial.values == {Target("a", "b"): 1.0}
 
 
 def test_an_answer_cut_mid_body_is_a_bad_response(stub: PrometheusStub) -> None:

@@ -128,8 +128,8 @@ class _Source:
     async def query(self, expr: str, *, target_labels: TargetLabels) -> QueryResult:
         return QueryResult({WEB: 0.5})
 
-    async def check_syntax(self, expr: str) -> None:
-        return None
+    async def check_syntax(self, expr: str) -> bool:
+        return True
 
 
 def test_case_9_sighup_keeps_the_hold_state_of_unchanged_rules() -> None:

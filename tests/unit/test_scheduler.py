@@ -29,8 +29,8 @@ class SlowSource:
         await asyncio.sleep(self.delay)
         return QueryResult(values={Target("shop", "web"): 0.0})
 
-    async def check_syntax(self, expr: str) -> None:
-        return None
+    async def check_syntax(self, expr: str) -> bool:
+        return True
 
 
 def rule(name: str, interval: str) -> RuleSettings:
