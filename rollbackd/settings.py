@@ -213,13 +213,15 @@ _RESERVED_HEADERS = frozenset({"host", "content-length", "content-type", "transf
 _QUERY_PARAMS = frozenset({"query", "time", "start", "end", "step", "timeout"})
 
 
-def _header_names(value: dict[str, Any]) -> dict[str, Any]:
-    for name in value:
-        if not _HEADER_NAME_RE.match(name):
-            raise ValueError(f"{name!r} is not an HTTP header name")
-        if name.lower() in _RESERVED_HEADERS:
-            raise ValueError(f"header {name!r} is set by rollbackd itself")
-    return value
+def _header_name(name: str) -> str:
+    if not _HEADER_NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not an HTTP header name")
+    if name.lower() in _RESERVED_HEADERS:
+        raise ValueError(f"header {name!r} is set by rollbackd itself")
+    return name
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
 
 
 def _header_value(value: str) -> str:
@@ -358,14 +360,12 @@ class PrometheusSettings(_Section):
     insecure_skip_verify: bool = Field(
         False, description="do not verify Prometheus's TLS certificate"
     )
-    headers: Annotated[
-        dict[str, Annotated[str, AfterValidator(_header_value)]], AfterValidator(_header_names)
-    ] = Field(
+    headers: dict[HeaderName, Annotated[str, AfterValidator(_header_value)]] = Field(
         default_factory=dict,
         description="HTTP headers sent with every query (e.g. X-Scope-OrgID: tenant-a for"
         " Mimir or Cortex); values may be ${VAR}",
     )
-    header_files: Annotated[dict[str, SecretFile], AfterValidator(_header_names)] = Field(
+    header_files: dict[HeaderName, SecretFile] = Field(
         default_factory=dict,
         description="headers whose value is read from a file at every query (a rotated"
         " credential takes effect on the next one)",
@@ -375,6 +375,14 @@ class PrometheusSettings(_Section):
         description="extra query parameters sent with every query (Thanos: dedup,"
         " partial_response; VictoriaMetrics: extra_label, extra_filters[])",
     )
+
+    def header_secrets(self) -> list[str]:
+        """Credential headers' inline values and every header file's current content."""
+        found = [value for name, value in self.headers.items() if credential_header(name)]
+        for path in self.header_files.values():
+            with contextlib.suppress(SecretUnavailable):
+                found.append(read_secret_file(path))
+        return found
 
     @field_validator("url", "external_url")
     @classmethod
@@ -823,6 +831,8 @@ class Settings(_Section):
                         with contextlib.suppress(SecretUnavailable):
                             found.append(read_secret_file(value))
                     walk(value)
+                if isinstance(node, PrometheusSettings):
+                    found.extend(node.header_secrets())
                 if isinstance(node, BasicAuth):
                     with contextlib.suppress(SecretUnavailable):
                         password = secret_from(node.password, node.password_file)

@@ -25,7 +25,8 @@ class Telemetry:
         self.build_info.labels(version=__version__).set(1)
         self.rule_evaluations = Counter(
             "rollbackd_rule_evaluations",
-            "Rule evaluations, by result: ok or the ERR_ code of the failure.",
+            "Rule evaluations, by result: ok, partial_response (an answer with warnings) or the"
+            " ERR_ code of the failure.",
             ["rule", "result"],
             registry=r,
         )

@@ -220,3 +220,79 @@ def test_basic_auth_is_sent(stub: PrometheusStub) -> None:
     query(stub.url, basic_auth={"username": "rb", "password": "pw-123"})
     header = stub.requests[0].headers["Authorization"]
     assert base64.b64decode(header.removeprefix("Basic ")) == b"rb:pw-123"
+
+
+def test_headers_files_and_params_go_with_every_request(
+    stub: PrometheusStub, tmp_path: Path
+) -> None:
+    """Mimir's tenant header, a header read from a file (rotated between two queries) and
+    Thanos's params reach the backend on the query, the range query and the syntax check,
+    under the URL's path prefix."""
+    key = tmp_path / "key"
+    key.write_text("key-one-0001\n")
+    settings = PrometheusSettings.model_validate(
+        {
+            "url": f"{stub.url}/prometheus",
+            "headers": {"X-Scope-OrgID": "team-a"},
+            "header_files": {"X-Api-Key": str(key)},
+            "params": {"dedup": "true"},
+        }
+    )
+    source = PrometheusSource(settings)
+
+    async def three() -> None:
+        await source.query("up", target_labels=LABELS)
+        key.write_text("key-two-0002\n")
+        await source.query_range("up", target_labels=LABELS, start=0, end=10, step=5)
+        await source.check_syntax("up")
+
+    stub.answer(vector())
+    asyncio.run(three())
+    source.close()
+    paths = [r.path for r in stub.requests]
+    assert paths == [f"/prometheus/api/v1/{e}" for e in ("query", "query_range", "format_query")]
+    assert all(r.headers["X-Scope-OrgID"] == "team-a" for r in stub.requests)
+    assert all(r.params["dedup"] == "true" for r in stub.requests)
+    assert [r.headers["X-Api-Key"] for r in stub.requests] == [
+        "key-one-0001",
+        "key-two-0002",
+        "key-two-0002",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type"),
+    [
+        (404, b"404 page not found\n", "text/plain"),
+        (400, b'unsupported path requested: "/api/v1/format_query"\n', "text/plain"),
+    ],
+    ids=["prometheus before 2.38", "victoriametrics"],
+)
+def test_a_backend_without_format_query_is_not_checked_and_asked_once(
+    stub: PrometheusStub, status: int, body: bytes, content_type: str
+) -> None:
+    """Where format_query is missing, the syntax check says so (False) and is not asked
+    again: start-up goes on instead of failing on ERR_PROM_BAD_RESPONSE."""
+    stub.answer(body, status=status, content_type=content_type)
+    source = PrometheusSource(PrometheusSettings(url=stub.url))
+
+    async def twice() -> list[bool]:
+        return [await source.check_syntax("up"), await source.check_syntax("rate(x[1m])")]
+
+    assert asyncio.run(twice()) == [False, False]
+    source.close()
+    assert len(stub.requests) == 1
+
+
+def test_a_refused_expression_is_a_bad_query_on_every_backend(stub: PrometheusStub) -> None:
+    """Prometheus's bad_data (400) and VictoriaMetrics's parse error (422, errorType "422")
+    are both ERR_PROM_BAD_QUERY with the backend's message."""
+    stub.answer(error("bad_data", "1:14: parse error: unclosed left parenthesis"), status=400)
+    source = PrometheusSource(PrometheusSettings(url=stub.url))
+    with pytest.raises(PrometheusBadQuery, match="unclosed left parenthesis"):
+        asyncio.run(source.check_syntax("sum(rate(x[1m]"))
+    source.close()
+    stub.answer(error("422", 'argList: unexpected token ""; unparsed data: ""'), status=422)
+    exc = failure(stub.url)
+    assert exc.code == "ERR_PROM_BAD_QUERY"
+    assert "unparsed data" in exc.message

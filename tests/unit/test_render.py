@@ -68,3 +68,23 @@ def test_truncate_respects_utf8_bytes() -> None:
     cut = truncate(text, limit=1000, marker="…")
     assert len(cut.encode()) <= 1000
     assert cut.endswith("…")
+
+
+@pytest.mark.parametrize(("language", "fact"), [("en", "**Cluster**: "), ("zh", "**集群**：")])
+def test_the_cluster_is_named_in_title_facts_digests_and_labels(language: str, fact: str) -> None:
+    """Two clusters posting to one group: every title starts with the cluster's name, the
+    facts name it in the message's language, a digest's head names it, and robots can
+    route on its label; without a name nothing changes."""
+    renderer = Renderer(language, cluster="prod-bj")
+    message = renderer.render(incident(1))
+    assert message.title.startswith("[prod-bj] ")
+    assert f"{fact}prod-bj" in message.text
+    assert message.labels["cluster"] == "prod-bj"
+    (digest,) = renderer.digests([message, renderer.render(incident(2))], limit=20_000)
+    assert digest.title.startswith("[prod-bj] ")
+    assert "- [prod-bj] " in digest.text
+
+    plain = Renderer(language).render(incident(1))
+    assert not plain.title.startswith("[")
+    assert fact not in plain.text
+    assert "cluster" not in plain.labels

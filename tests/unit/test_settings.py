@@ -315,3 +315,58 @@ def test_any_text_is_loaded_or_refused_cleanly(text: str) -> None:
         except ConfigError as exc:
             outcome = exc.lines()
             assert all(line.startswith(str(path)) for line in outcome)
+
+
+def test_backend_headers_params_and_cluster_name_are_checked(tmp_path: Path) -> None:
+    """A header that is not a header, a value that would inject a line, an Authorization
+    header next to bearer_token, a parameter rollbackd sets itself, a cluster name with a
+    space: each is one clear line at its key, before anything queries."""
+    token = write(tmp_path, "tenant-token-3f9a\n", "prom-token")
+    path = write(
+        tmp_path,
+        f"""\
+        kubernetes: {{cluster_name: "prod bj"}}
+        prometheus:
+          bearer_token_file: {token}
+          headers: {{"X Scope": a, X-Ok: "a${{NL}}b", Authorization: "Bearer x"}}
+          params: {{query: up, dedup: "true"}}
+        """,
+    )
+    found = "\n".join(problems(path, {"NL": "\r\n"}))
+    assert "kubernetes.cluster_name" in found
+    assert "'X Scope' is not an HTTP header name" in found
+    assert "line breaks" in found
+    assert "parameter 'query' is set by rollbackd" in found
+
+
+def test_authorization_header_and_bearer_token_conflict(tmp_path: Path) -> None:
+    """Two ways to set Authorization are refused rather than one silently winning."""
+    path = write(
+        tmp_path,
+        """\
+        prometheus:
+          bearer_token: tok-1234567
+          headers: {Authorization: "Bearer other"}
+        """,
+    )
+    assert "would both set Authorization" in "\n".join(problems(path))
+
+
+def test_header_secrets_are_masked(tmp_path: Path) -> None:
+    """A credential header's inline value and every header file's content are secrets of
+    the configuration (masked in logs, messages and CLI output); a tenant name is not."""
+    key = write(tmp_path, "file-api-key-0c1d\n", "prom-key")
+    path = write(
+        tmp_path,
+        f"""\
+        prometheus:
+          headers: {{X-Scope-OrgID: team-alpha, X-Api-Token: inline-token-9e8d}}
+          header_files: {{X-Api-Key: {key}}}
+          params: {{dedup: "true", "extra_filters[]": ['{{job="app"}}']}}
+        """,
+    )
+    settings = load_settings(path, environ={})
+    assert settings.prometheus.params["extra_filters[]"] == ['{job="app"}']
+    secrets = settings.secret_values()
+    assert {"inline-token-9e8d", "file-api-key-0c1d"} <= set(secrets)
+    assert "team-alpha" not in secrets
