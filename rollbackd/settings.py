@@ -936,11 +936,18 @@ def _possible_secrets(
             continue
         found.add(text)
         if match.group(2):  # a *_file key: the file holds the secret
-            file = Path(text) if Path(text).is_absolute() else base / text
-            with contextlib.suppress(SecretUnavailable):
-                found.add(read_secret_file(str(file)))
+            found.add(_file_content(text, base))
     found |= _header_secrets(expanded, base)
     return tuple(sorted(value for value in found if value))
+
+
+def _file_content(text: str, base: Path) -> str:
+    """A named secret file's content (relative to the configuration), or "" if unreadable."""
+    file = Path(text) if Path(text).is_absolute() else base / text
+    try:
+        return read_secret_file(str(file))
+    except SecretUnavailable:
+        return ""
 
 
 def _header_secrets(expanded: object, base: Path) -> set[str]:
@@ -954,10 +961,7 @@ def _header_secrets(expanded: object, base: Path) -> set[str]:
     if isinstance(headers, dict):
         found |= {str(v) for k, v in headers.items() if credential_header(str(k))}
     if isinstance(files, dict):
-        for text in map(str, files.values()):
-            file = Path(text) if Path(text).is_absolute() else base / text
-            with contextlib.suppress(SecretUnavailable):
-                found.add(read_secret_file(str(file)))
+        found |= {_file_content(str(text), base) for text in files.values()}
     return found
 
 
