@@ -60,6 +60,11 @@ class _Judgement(NamedTuple):
     error_code: str = ""
 
 
+# Ticks are dated on their grid (a sum of floats): a hold of exactly `for` may come out a
+# few femtoseconds short, which must not cost an interval.
+GRID_SLACK_SECONDS = 1e-6
+
+
 def holds(op: str, threshold: float, value: float) -> bool:
     """Whether ``value op threshold`` is true (NaN never is)."""
     return not math.isnan(value) and COMPARE[op](value, threshold)
@@ -186,7 +191,7 @@ class RuleEvaluator:
             return Transition.FIRING if state is RuleState.FIRING else Transition.PENDING
         track.last_breach = now
         held = now.seconds_since(track.active_since)
-        if track.state is RuleState.PENDING and held >= self._for:
+        if track.state is RuleState.PENDING and held >= self._for - GRID_SLACK_SECONDS:
             track.state, track.since = RuleState.FIRING, now
             return Transition.FIRING
         return None
@@ -198,7 +203,7 @@ class RuleEvaluator:
         if track.state is RuleState.PENDING:
             del self._tracks[target]
             return Transition.CLEARED
-        if now.seconds_since(track.last_breach) >= self._keep:
+        if now.seconds_since(track.last_breach) >= self._keep - GRID_SLACK_SECONDS:
             del self._tracks[target]
             return Transition.RESOLVED
         return None

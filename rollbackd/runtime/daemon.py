@@ -29,7 +29,7 @@ import httpx
 import structlog
 
 from rollbackd.errors import ConfigError
-from rollbackd.model import Verdict
+from rollbackd.model import Instant, Verdict
 from rollbackd.notifications.outbox import Notifications, Outbox
 from rollbackd.rollbacks.pauses import PauseKeeper
 from rollbackd.runtime.clock import SystemClock
@@ -196,7 +196,11 @@ class Daemon:
         runner.managed = self.cache.manages
         self.runner = runner
         self.scheduler = EvaluationScheduler(
-            self.runner, sink=self._sink, telemetry=self.telemetry, active=self.leading
+            self.runner,
+            sink=self._sink,
+            telemetry=self.telemetry,
+            active=self.leading,
+            clock=self.clock,
         )
 
     async def _follow_leadership(self) -> bool:
@@ -217,13 +221,13 @@ class Daemon:
         await self.incidents.lead(leading)
         return leading
 
-    async def _sink(self, verdicts: list[Verdict]) -> None:
-        """An evaluation's verdicts into the incident core, on the leader only."""
+    async def _sink(self, verdicts: list[Verdict], at: Instant) -> None:
+        """A tick's verdicts into the incident core (judged at ``at``), on the leader only."""
         assert self.incidents is not None
         if await self._follow_leadership():
             return  # judged before the hold windows were seeded; the next one counts
         if self.incidents.state.leading:
-            await self.incidents.handle(verdicts)
+            await self.incidents.handle(verdicts, at=at.wall)
 
     async def _alert_sink(self, verdicts: list[Verdict]) -> None:
         """A webhook payload's verdicts, dated from ALERTS_FOR_STATE, on the leader only."""
@@ -302,8 +306,9 @@ class Daemon:
         assert self.runner is not None
         await _until(self.cache.listed.is_set, 30)
         await self._follow_leadership()
-        verdicts = await self.runner.run()
-        await self._sink(verdicts)
+        at = self.clock.now()
+        verdicts = await self.runner.run(at=at)
+        await self._sink(verdicts, at)
         await self.incidents.idle(self.settings.rollback.wait_for_rollout.total_seconds() + 30)
         await self.notifications.drain(SHUTDOWN_STEP_SECONDS)
         self.cache.stop()

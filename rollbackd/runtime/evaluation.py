@@ -79,10 +79,16 @@ class RuleRunner:
         self.failures: dict[str, PrometheusError] = {}
         """The failure of each rule's latest evaluation, for rules whose query failed."""
 
-    async def run(self, rules: Sequence[RuleSettings] | None = None) -> list[Verdict]:
-        """Evaluate ``rules`` (all by default) once, concurrently, and return every verdict."""
+    async def run(
+        self, rules: Sequence[RuleSettings] | None = None, *, at: Instant | None = None
+    ) -> list[Verdict]:
+        """Evaluate ``rules`` (all by default) once, concurrently, and return every verdict.
+
+        ``at`` is the time the tick was due (the clock's reading by default): holds and
+        windows are judged on it.
+        """
         chosen = self.rules if rules is None else rules
-        now = self._clock.now()
+        now = at if at is not None else self._clock.now()
         started = time.perf_counter()
         batches = await asyncio.gather(*(self._evaluate(rule, now) for rule in chosen))
         verdicts = [verdict for batch, _ in batches for verdict in batch]

@@ -137,16 +137,19 @@ class IncidentRunner:
 
     # --- intake ------------------------------------------------------------------------
 
-    async def submit(self, event: core.Input) -> None:
-        """Step the core with ``event`` and carry out what it says."""
+    async def submit(self, event: core.Input, at: datetime | None = None) -> None:
+        """Step the core with ``event`` (at ``at``, or now) and carry out what it says."""
         async with self._lock:
-            self.state, effects = core.step(self.state, event, self._now())
+            self.state, effects = core.step(self.state, event, at or self._now())
         for effect in effects:
             self._perform(effect)
 
-    async def handle(self, verdicts: list[Verdict]) -> None:
-        """One batch of verdicts (one evaluation cycle, or one webhook payload)."""
-        await self.submit(core.Signals(tuple(verdicts)))
+    async def handle(self, verdicts: list[Verdict], *, at: datetime | None = None) -> None:
+        """One batch of verdicts (one evaluation cycle, or one webhook payload).
+
+        ``at`` is the time the evaluation was due: its windows are judged on it.
+        """
+        await self.submit(core.Signals(tuple(verdicts)), at)
         touched = self._take_touched()
         if touched:
             await self.adopt(touched)

@@ -5,18 +5,23 @@ Each job allows one running instance and coalesces missed runs; its misfire grac
 is the interval itself (APScheduler's default of one second would silently drop a run
 that starts a little late on a busy loop). A tick that is skipped because the previous
 one still runs is logged and counted as an overrun.
+
+Each tick is judged on the time it was due on its job's grid (``TickGrid``), not on the
+moment it happened to start: holds and windows advance by exactly one interval per tick.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobEvent
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from rollbackd.model import Verdict
+from rollbackd.model import Instant, Verdict
+from rollbackd.ports import Clock
+from rollbackd.runtime.clock import SystemClock, TickGrid
 from rollbackd.runtime.evaluation import RuleRunner
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
@@ -24,7 +29,8 @@ from rollbackd.settings import RuleSettings, format_duration
 
 log = get_logger(__name__)
 
-VerdictSink = Callable[[list[Verdict]], Awaitable[None]]
+TickSink = Callable[[list[Verdict], Instant], Awaitable[None]]
+"""Takes one tick's verdicts and the time the tick was due."""
 
 
 class EvaluationScheduler:
@@ -37,28 +43,32 @@ class EvaluationScheduler:
         self,
         runner: RuleRunner,
         *,
-        sink: VerdictSink,
+        sink: TickSink,
         telemetry: Telemetry,
         active: Callable[[], bool] = lambda: True,
+        clock: Clock | None = None,
     ) -> None:
         self._runner = runner
         self._sink = sink
         self._telemetry = telemetry
         self._active = active
+        self._clock = clock or SystemClock()
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_listener(self._on_skip, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self.groups = _by_interval(runner.rules)
 
     def start(self) -> None:
         """Schedule every group; must be called inside the running event loop."""
-        first_run = datetime.now(UTC)
+        origin = self._clock.now()
+        first_run = origin.wall
         for interval, rules in self.groups.items():
             seconds = interval.total_seconds()
             self._scheduler.add_job(
                 self._tick,
                 "interval",
                 seconds=seconds,
-                args=[rules],
+                start_date=first_run,
+                args=[rules, TickGrid(origin, seconds)],
                 id=f"rules-{format_duration(interval)}",
                 name=f"rules every {format_duration(interval)}",
                 max_instances=1,
@@ -77,12 +87,13 @@ class EvaluationScheduler:
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
 
-    async def _tick(self, rules: Sequence[RuleSettings]) -> None:
+    async def _tick(self, rules: Sequence[RuleSettings], grid: TickGrid) -> None:
         if not self._active():
             return
+        at = grid.due(self._clock.now())
         try:
-            verdicts = await self._runner.run(rules)
-            await self._sink(verdicts)
+            verdicts = await self._runner.run(rules, at=at)
+            await self._sink(verdicts, at)
         except Exception:  # a bug must not stop the next tick; it is logged in full
             log.exception("evaluation_failed", rules=[rule.name for rule in rules])
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from rollbackd.model import Reason, RuleState, Target, Transition, Verdict
+from rollbackd.model import Instant, Reason, RuleState, Target, Transition, Verdict
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
 from rollbackd.runtime.logs import configure_logging
@@ -54,7 +54,7 @@ class Run:
     done: Callable[[], object] = lambda: False
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def sink(self, verdicts: list[Verdict]) -> None:
+    async def sink(self, verdicts: list[Verdict], at: Instant) -> None:
         # `since` is the evaluation's own clock reading, free of query latency.
         self.seen.extend((v.since.monotonic - self.started, v) for v in verdicts if v.target == WEB)
         if self.done():

@@ -1,15 +1,21 @@
-"""The evaluation scheduler: one job per interval, gated by leadership, overruns counted."""
+"""The evaluation scheduler: one job per interval, gated by leadership, overruns counted,
+every tick judged on the time it was due."""
 
 from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from rollbackd.model import QueryResult, Target, Verdict
-from rollbackd.runtime.clock import SystemClock
+from rollbackd.model import Instant, QueryResult, RuleState, Target, Transition, Verdict
+from rollbackd.rules.evaluate import RuleEvaluator
+from rollbackd.runtime.clock import SystemClock, TickGrid
 from rollbackd.runtime.evaluation import RuleRunner
 from rollbackd.runtime.logs import configure_logging
 from rollbackd.runtime.scheduler import EvaluationScheduler
@@ -46,7 +52,7 @@ async def schedule(
     runner = RuleRunner(rules, source=source, clock=SystemClock(), telemetry=telemetry)
     seen: list[Verdict] = []
 
-    async def sink(verdicts: list[Verdict]) -> None:
+    async def sink(verdicts: list[Verdict], at: Instant) -> None:
         seen.extend(verdicts)
 
     scheduler = EvaluationScheduler(runner, sink=sink, telemetry=telemetry, active=lambda: active)
@@ -85,3 +91,109 @@ async def test_inactive_replica_does_not_evaluate() -> None:
     _, seen = await schedule(source, [rule("fast", "1s")], 1.5, active=False)
     assert source.queries == []
     assert seen == []
+
+
+class JitterClock:
+    """The system clock, each reading off by the next of ``offsets`` (seconds), in turn.
+
+    Stands for a tick that starts a few milliseconds late by a varying amount, or reads a
+    clock that has not quite reached the time the tick was due.
+    """
+
+    def __init__(self, offsets: list[float]) -> None:
+        self._offsets = itertools.cycle(offsets)
+
+    def now(self) -> Instant:
+        offset = next(self._offsets)
+        real = SystemClock().now()
+        return Instant(real.monotonic + offset, real.wall + timedelta(seconds=offset))
+
+
+ORIGIN = Instant(5000.123, datetime(2026, 12, 1, 3, 0, tzinfo=UTC))
+
+
+@given(
+    interval=st.sampled_from([1.0, 2.0, 15.0, 0.1 * 7]),
+    tick=st.integers(min_value=0, max_value=100_000),
+    late=st.floats(min_value=-0.004, max_value=0.9),
+)
+def test_a_tick_is_dated_at_the_grid_time_it_was_due(
+    interval: float, tick: int, late: float
+) -> None:
+    """A tick that starts a few ms early or up to most of an interval late is dated at its
+    own grid time, so no tick is taken for the one before or after it."""
+    grid = TickGrid(ORIGIN, interval)
+    start = ORIGIN.monotonic + tick * interval + late * interval
+    due = grid.due(Instant(start, ORIGIN.wall))
+    assert due.monotonic == pytest.approx(ORIGIN.monotonic + tick * interval, abs=1e-9)
+    assert due.wall == ORIGIN.wall + timedelta(seconds=tick * interval)
+
+
+@settings(max_examples=300)
+@given(
+    interval=st.sampled_from([1, 2, 5, 15]),
+    holds=st.integers(min_value=1, max_value=8),
+    jitter=st.lists(st.floats(min_value=-0.004, max_value=0.030), min_size=20, max_size=20),
+)
+def test_a_breach_fires_at_the_tick_for_after_it_began_whatever_the_jitter(
+    interval: int, holds: int, jitter: list[float]
+) -> None:
+    """The hold boundary: with ticks that start a few ms off their time, a breach held for
+    `for` fires at the tick `for` after it began, never one tick later (Prometheus judges
+    on fixed group timestamps; so does rollbackd)."""
+    rule = RuleSettings.model_validate(
+        {
+            "name": "errors",
+            "expr": "x",
+            "threshold": 1,
+            "interval": f"{interval}s",
+            "for": f"{interval * holds}s",
+        }
+    )
+    evaluator = RuleEvaluator(rule)
+    grid = TickGrid(ORIGIN, float(interval))
+    breaching = QueryResult(values={Target("shop", "web"): 5.0})
+    fired_at = None
+    for tick, late in enumerate(jitter):
+        started = ORIGIN.monotonic + tick * interval + late
+        at = grid.due(Instant(started, ORIGIN.wall + timedelta(seconds=started - 5000.123)))
+        verdicts = evaluator.evaluate(breaching, now=at)
+        if any(v.transition is Transition.FIRING for v in verdicts):
+            fired_at = tick
+            break
+    assert fired_at == holds
+
+
+@pytest.mark.asyncio
+async def test_the_scheduler_dates_each_tick_on_its_grid_despite_a_jittery_clock() -> None:
+    """Through the real scheduler: every reading of the clock is a few ms off, yet the rule
+    fires on the second tick after pending, with a hold of exactly its `for`."""
+    clock = JitterClock([0.009, -0.003, 0.0, 0.004, -0.002])
+    telemetry = Telemetry()
+    rules = [
+        RuleSettings.model_validate(
+            {"name": "errors", "expr": "x", "threshold": -1, "interval": "1s", "for": "2s"}
+        )
+    ]
+    source = SlowSource(0.0)
+    runner = RuleRunner(rules, source=source, clock=clock, telemetry=telemetry)
+    seen: list[tuple[Instant, list[Verdict]]] = []
+    fired = asyncio.Event()
+
+    async def sink(verdicts: list[Verdict], at: Instant) -> None:
+        seen.append((at, verdicts))
+        if any(v.state is RuleState.FIRING for v in verdicts):
+            fired.set()
+
+    scheduler = EvaluationScheduler(runner, sink=sink, telemetry=telemetry, clock=clock)
+    scheduler.start()
+    try:
+        await asyncio.wait_for(fired.wait(), 6)
+    finally:
+        scheduler.shutdown()
+    ticks = [at.monotonic for at, _ in seen]
+    assert [round(b - a, 9) for a, b in itertools.pairwise(ticks)] == [1.0] * (len(ticks) - 1)
+    states = [v.state for _, verdicts in seen for v in verdicts]
+    assert states == [RuleState.PENDING, RuleState.PENDING, RuleState.FIRING]
+    firing = seen[-1][1][0]
+    assert firing.since.monotonic - seen[0][0].monotonic == pytest.approx(2.0, abs=1e-6)
