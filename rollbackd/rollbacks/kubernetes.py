@@ -47,8 +47,10 @@ from rollbackd.errors import (
 from rollbackd.incidents.owners import OWNER_RESOURCES
 from rollbackd.model import Target
 from rollbackd.retry import KUBE_READ, KUBE_WATCH, Sleep, retrying
+from rollbackd.rollbacks.cache_shape import cache_shape
 from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import KubernetesSettings
+from rollbackd.state.annotations import RECENT_ROLLBACKS
 
 log = get_logger(__name__)
 
@@ -384,14 +386,21 @@ class DeploymentCache:
       false the incident core makes no automatic decision.
     - Reconnects wait with the one retry policy (``rollbackd.retry.KUBE_WATCH``), honouring
       the server's Retry-After.
+    - A watch lasts 5 to 10 minutes (chosen at random each time, as client-go's reflector
+      does), kept current in between by bookmarks.
+    - Objects are kept in the cache's shape (``cache_shape``), and the ones that carry
+      ``INDEXED`` annotations are indexed: the budget reads the few with recent rollbacks,
+      not every cached object.
     """
+
+    INDEXED = (RECENT_ROLLBACKS,)
 
     def __init__(
         self,
         api: client.ApiClient,
         settings: KubernetesSettings,
         *,
-        watch_seconds: int = 60,
+        watch_seconds: int | None = None,
         page_size: int = 500,
         on_change: Callable[[Obj | None, Obj | None], None] | None = None,
         on_sync: Callable[[bool], None] | None = None,
@@ -407,6 +416,7 @@ class DeploymentCache:
         self._rng = rng
         self._lock = threading.Lock()
         self._objects: dict[tuple[str, str], Obj] = {}
+        self._annotated: dict[str, set[tuple[str, str]]] = {name: set() for name in self.INDEXED}
         namespaces = settings.namespaces or [""]
         self._synced = {ns: threading.Event() for ns in namespaces}
         self._rv: dict[str, str | None] = dict.fromkeys(namespaces)  # last applied
@@ -439,6 +449,29 @@ class DeploymentCache:
     def all(self) -> list[Obj]:
         with self._lock:
             return list(self._objects.values())
+
+    def annotated(self, annotation: str) -> list[Obj]:
+        """The cached Deployments that carry ``annotation`` (one of ``INDEXED``)."""
+        with self._lock:
+            return [self._objects[key] for key in self._annotated[annotation]]
+
+    def _store(self, key: tuple[str, str], obj: Obj | None) -> Obj | None:
+        """Put (or with None, drop) one object and its index entries; the lock is held."""
+        old = self._objects.pop(key, None)
+        annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+        for name, keys in self._annotated.items():
+            if name in annotations:
+                keys.add(key)
+            else:
+                keys.discard(key)
+        if obj is not None:
+            self._objects[key] = cache_shape(obj)
+        return old
+
+    def _watch_timeout(self) -> int:
+        if self._watch_seconds is not None:
+            return self._watch_seconds
+        return int(300 * (1 + self._rng()))  # client-go's reflector: 5 to 10 minutes
 
     def manages(self, target: Target) -> bool:
         """Whether ``target`` is a managed Deployment."""
@@ -479,8 +512,9 @@ class DeploymentCache:
         with self._lock:
             stale = {k: v for k, v in self._objects.items() if not namespace or k[0] == namespace}
             for key in stale:
-                del self._objects[key]
-            self._objects.update(fresh)
+                self._store(key, None)
+            for key, obj in fresh.items():
+                self._store(key, obj)
         for key, old in stale.items():
             self._notify(old, fresh.get(key))
         for key, new in fresh.items():
@@ -492,6 +526,7 @@ class DeploymentCache:
 
     def _watch(self, namespace: str) -> None:
         func, args = self._list_func(namespace)
+        seconds = self._watch_timeout()
         events = watch_events(
             func,
             *args,
@@ -499,8 +534,8 @@ class DeploymentCache:
             label_selector=self._settings.selector,
             resource_version=self._rv[namespace],
             allow_watch_bookmarks=True,
-            timeout_seconds=self._watch_seconds,
-            _request_timeout=(3, self._watch_seconds + 10),
+            timeout_seconds=seconds,
+            _request_timeout=(3, seconds + 10),
         )
         for event in events:
             obj = event["object"]
@@ -508,11 +543,7 @@ class DeploymentCache:
             if event["type"] != "BOOKMARK":
                 key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
                 with self._lock:
-                    old = self._objects.get(key)
-                    if event["type"] == "DELETED":
-                        self._objects.pop(key, None)
-                    else:
-                        self._objects[key] = obj
+                    old = self._store(key, None if event["type"] == "DELETED" else obj)
                 self._notify(old, None if event["type"] == "DELETED" else obj)
             self._rv[namespace] = rv  # applied: a reconnect resumes after it
             if self._stop.is_set():

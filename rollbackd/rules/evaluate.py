@@ -124,7 +124,18 @@ class RuleEvaluator:
                 targets |= vanished - gone
         verdicts = []
         tracks = self._tracks
+        # Quiet, a target with a number on the healthy side and nothing held has nothing to
+        # report whatever its traffic: skipped before any judgement object is made.
+        healthy = (
+            quiet and isinstance(outcome, QueryResult) and not isinstance(traffic, PrometheusError)
+        )
+        values = outcome.values if isinstance(outcome, QueryResult) else {}
+        compare, threshold = COMPARE[self.rule.op], self.rule.threshold
         for target in targets:
+            if healthy and target not in tracks and target not in include:
+                value = values.get(target)
+                if value is not None and not math.isnan(value) and not compare(value, threshold):
+                    continue
             judgement = self._judge(target, outcome, traffic)
             transition = self._step(target, judgement.breaching, now)
             track = tracks.get(target)

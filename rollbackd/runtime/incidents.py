@@ -64,6 +64,10 @@ class DeploymentView(Protocol):
 
     def all(self) -> list[Obj]: ...
 
+    def annotated(self, annotation: str) -> list[Obj]:
+        """The workloads that carry ``annotation`` (kept indexed: no scan of every one)."""
+        ...
+
 
 class Notify(Protocol):
     def notify(self, incident: Incident) -> list[str]: ...
@@ -304,7 +308,7 @@ class IncidentRunner:
     def _recent(self) -> frozenset[tuple[Target, str]]:
         """Every automatic rollback recorded on the managed workloads, for the budget."""
         found: set[tuple[Target, str]] = set()
-        for deployment in self._deployments.all():
+        for deployment in self._deployments.annotated(RECENT_ROLLBACKS):
             meta = deployment["metadata"]
             text = (meta.get("annotations") or {}).get(RECENT_ROLLBACKS)
             if text:

@@ -1,8 +1,11 @@
 """Edge: leader election on a ``coordination.k8s.io/v1`` Lease, client-go's algorithm.
 
 Every ``retry_period`` (while not leading, jittered up to 2.2x as client-go's
-``JitterUntil`` does) the elector reads the Lease:
+``JitterUntil`` does) the elector renews or reads the Lease:
 
+0. leading: write the Lease as this replica last wrote it, on that write's
+   resourceVersion, with a new ``renewTime`` (one request a round); only when that write
+   fails (409: someone else wrote; or any error) does the round go on to read it;
 1. missing: create it holding it, and lead;
 2. held by another and observed unchanged for less than ``lease_duration`` (measured on the
    local clock from when this replica last saw the record change, stamped after the read
@@ -96,6 +99,7 @@ class LeaderElector:
         self._observed_at = 0.0
         self._acquire_time = ""
         self._transitions = 0
+        self._written: Obj | None = None  # the Lease as this replica's last write left it
         self.inherited = False
 
     @property
@@ -154,9 +158,33 @@ class LeaderElector:
             raise kube_error(exc, what="read lease") from exc
         return dict(json.loads(response.data))
 
+    def _renew_optimistically(self, now_wall: datetime) -> bool:
+        """Renew on the resourceVersion of this replica's last write, without reading."""
+        written = self._written
+        if not self._leading or written is None:
+            return False
+        lease = {**written, "spec": {**written["spec"], "renewTime": micro_time(now_wall)}}
+        try:
+            return self._write(lambda: self._replace(lease))
+        except KubeError as exc:  # the round reads the Lease and tries again
+            log.debug("lease_optimistic_renew_failed", code=exc.code)
+            return False
+
+    def _replace(self, lease: Obj) -> Any:
+        return self._api.replace_namespaced_lease(
+            self._settings.lease_name,
+            self._settings.namespace,
+            cast(Any, lease),
+            _preload_content=False,
+            _request_timeout=(3, 5),
+        )
+
     def _try_acquire_or_renew(self) -> bool:
         settings = self._settings
         now_wall = datetime.now(UTC)
+        if self._renew_optimistically(now_wall):
+            return True
+        self._written = None
         duration = int(settings.lease_duration.total_seconds())
         lease = self._read()
         now = self._monotonic()  # after the read: the record was current at least until now
@@ -213,26 +241,23 @@ class LeaderElector:
             "renewTime": micro_time(now_wall),
             "leaseTransitions": self._transitions,
         }
-        return self._write(
-            lambda: self._api.replace_namespaced_lease(
-                settings.lease_name,
-                settings.namespace,
-                cast(Any, lease),
-                _preload_content=False,
-                _request_timeout=(3, 5),
-            )
-        )
+        return self._write(lambda: self._replace(lease))
 
-    @staticmethod
-    def _write(call: Callable[[], Any]) -> bool:
+    def _write(self, call: Callable[[], Any]) -> bool:
+        """Run one write of the Lease; keep what it wrote for the next optimistic renewal."""
         try:
-            call()
+            response = call()
         except ApiException as exc:
             if exc.status == 409:
                 return False  # another replica wrote first: it wins this round
             raise kube_error(exc, what="write lease") from exc
         except Exception as exc:
             raise kube_error(exc, what="write lease") from exc
+        try:
+            written = json.loads(response.data)
+        except (AttributeError, TypeError, ValueError):
+            written = None  # the next round reads the Lease first
+        self._written = written if isinstance(written, dict) and "spec" in written else None
         return True
 
     async def release(self) -> None:
@@ -246,15 +271,8 @@ class LeaderElector:
             if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
             lease["spec"] = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1}
-            self._write(
-                lambda: self._api.replace_namespaced_lease(
-                    self._settings.lease_name,
-                    self._settings.namespace,
-                    cast(Any, lease),
-                    _preload_content=False,
-                    _request_timeout=(3, 5),
-                )
-            )
+            self._write(lambda: self._replace(lease))
+            self._written = None
 
         try:
             await asyncio.wait_for(asyncio.to_thread(release), RELEASE_SECONDS)

@@ -31,6 +31,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import requests
 import requests.auth
 from prometheus_api_client import PrometheusConnect
@@ -100,13 +101,14 @@ def to_query_result(series: list[Any], target_labels: TargetLabels) -> QueryResu
     seen_twice: set[Target] = set()
     ignored = 0
     ns_label, name_label = target_labels.namespace, target_labels.deployment
+    new = tuple.__new__  # Target(a, b) without the named tuple's Python-level __new__
     for item in series:
         labels = item.get("metric", {})
         namespace, name = labels.get(ns_label), labels.get(name_label)
         if not namespace or not name:
             ignored += 1
             continue
-        target = Target(namespace, name)
+        target: Target = new(Target, (namespace, name))
         if target in values:
             seen_twice.add(target)
         values[target] = float(item["value"][1])  # parses "NaN", "+Inf", "-Inf"
@@ -210,9 +212,7 @@ class PrometheusSource:
         # Prometheus's own timeout aborts the query server-side, a little before ours.
         timeout = f"{max(int(self._timeout * 1000) - 500, 500)}ms"
         try:
-            series = self._client.custom_query(
-                expr, params={**self._settings.params, "timeout": timeout}
-            )
+            series = self._instant(expr, {**self._settings.params, "timeout": timeout})
             if not all(isinstance(item, dict) and "value" in item for item in series):
                 raise PrometheusBadQuery(
                     "the query must return an instant vector (one sample per series)",
@@ -221,10 +221,30 @@ class PrometheusSource:
             return list(series), self._warnings()
         except SecretUnavailable as exc:
             raise PrometheusCredentials(f"credentials for Prometheus: {exc.message}") from None
-        except (PrometheusApiClientException, requests.RequestException, KeyError) as exc:
+        except (
+            PrometheusApiClientException,
+            requests.RequestException,
+            KeyError,
+            TypeError,
+            orjson.JSONDecodeError,
+        ) as exc:
             raise self._classify(exc) from exc
         finally:
             self._last.response = None  # do not keep a large body alive between ticks
+
+    def _instant(self, expr: str, params: dict[str, Any]) -> list[Any]:
+        """``/api/v1/query`` as the client library sends it, the answer decoded by orjson
+        (at 50,000 series the decoding is most of a tick's cost)."""
+        response = self._session.get(
+            f"{self._settings.url}/api/v1/query",
+            params={"query": expr, **params},
+            auth=self._client.auth,
+            timeout=self._timeout,
+        )
+        if response.status_code != 200:
+            raise PrometheusApiClientException(f"HTTP Status Code {response.status_code}")
+        series: list[Any] = orjson.loads(response.content)["data"]["result"]
+        return series
 
     def _format_query_sync(self, expr: str) -> bool:
         """True when the backend parsed ``expr``; False when it has no format_query (404,

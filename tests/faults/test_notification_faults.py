@@ -41,6 +41,13 @@ class Cache:
     def all(self) -> list[dict[str, object]]:
         return self.kube.server.cluster.list_objects("deployments", None)
 
+    def annotated(self, annotation: str) -> list[dict[str, object]]:
+        return [
+            d
+            for d in self.all()
+            if annotation in (d["metadata"].get("annotations") or {})  # type: ignore[attr-defined]
+        ]
+
 
 def firing(target: Target) -> Verdict:
     now = SystemClock().now()

@@ -374,11 +374,13 @@ def test_quiet_watches_get_bookmarks_and_lists_come_in_pages(kube: Kube) -> None
         seed.create_deployment(kube.api, "demo", name, image="nginx:1.0")
     apps = client.AppsV1Api(kube.api)
     kube.server.faults.bookmark_every = 0.3
+    with kube.server.cluster.lock:  # the controller's writes after the last create are done
+        quiet_since = kube.server.cluster.rv
     events = list(
         watch.Watch().stream(
             apps.list_namespaced_deployment,
             "demo",
-            resource_version=str(kube.server.cluster.rv),
+            resource_version=str(quiet_since),
             timeout_seconds=1,
             allow_watch_bookmarks=True,
             deserialize=False,

@@ -106,6 +106,54 @@ def test_a_held_lease_is_respected_until_it_expires(kube: Kube) -> None:
     assert 1.5 <= took <= 2 + 0.2 * 1.2 + 1.0
 
 
+def _lease_requests(kube: Kube, start: int, agent: str = "") -> list[str]:
+    return [
+        r.method
+        for r in kube.server.requests[start:]
+        if "/leases" in r.path and agent in r.user_agent
+    ]
+
+
+def test_a_leader_renews_with_one_request_a_round_and_reads_only_after_a_conflict(
+    kube: Kube,
+) -> None:
+    """The API load of leading: in steady state each renewal is one PUT on the last write's
+    resourceVersion (about 30 requests a minute at the default 2 s, half of GET-then-PUT);
+    when someone else has written the Lease the PUT gets 409 and only then is it read."""
+    seed.create_namespace(kube.api, "rollbackd")
+    leader = elector(kube, "a")
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(leader.run(stop))
+        for _ in range(40):
+            if leader.is_leader:
+                break
+            await asyncio.sleep(0.05)
+        assert leader.is_leader
+        start = len(kube.server.requests)
+        await asyncio.sleep(1.1)  # about five rounds of 200 ms
+        steady = _lease_requests(kube, start)
+        cluster = kube.server.cluster
+        with cluster.lock:  # another writer: the Lease gets a newer resourceVersion
+            lease = cluster.get("leases", "rollbackd", "rollbackd")
+            assert lease is not None
+            cluster.put("leases", "rollbackd", lease)
+        start = len(kube.server.requests)
+        await asyncio.sleep(0.5)
+        after = _lease_requests(kube, start)
+        assert leader.is_leader
+        stop.set()
+        await task
+        return steady, after
+
+    steady, after = asyncio.run(scenario())
+    assert 4 <= len(steady) <= 7
+    assert set(steady) == {"PUT"}
+    assert after[:3] == ["PUT", "GET", "PUT"]  # the stale write, the read, the renewal
+    assert after[3:] == ["PUT"] * len(after[3:])
+
+
 def test_a_lease_renewed_long_ago_is_not_inherited(kube: Kube) -> None:
     """A Lease last renewed ten minutes ago says nobody spoke within DingTalk's minute: the
     new leader is not held to a conservative start."""
@@ -153,11 +201,11 @@ def _client(kube: Kube, agent: str) -> client.ApiClient:
 
 
 def test_a_leader_whose_answers_come_back_late_never_overlaps_another(kube: Kube) -> None:
-    """Single writer with a slow API server: the leader's answers take 0.8 s to come back
-    (its renewals land, late), so its Lease as others see it dates from the write, not
-    from the answer. At no sampled moment do both replicas consider themselves leader,
-    and the standby takes over; counting from the end of the round would give the slow one
-    ~0.5 s of overlap each time its renewal runs late."""
+    """Single writer with a slow API server: the leader's answers take 1 s to come back
+    (its renewals land, late, and 2.2 s apart: longer than the 2 s lease), so its Lease as
+    others see it dates from the write, not from the answer. At no sampled moment do both
+    replicas consider themselves leader, and the standby takes over; counting from the end
+    of the round would give the slow one ~0.5 s of overlap each time its renewal runs late."""
     seed.create_namespace(kube.api, "rollbackd")
     timing = {"lease_duration": "2s", "renew_deadline": "1800ms"}
     slow_api, fast_api = _client(kube, "replica-slow"), _client(kube, "replica-fast")
@@ -177,7 +225,7 @@ def test_a_leader_whose_answers_come_back_late_never_overlaps_another(kube: Kube
             await asyncio.sleep(0.05)
         assert slow.is_leader
         tasks.append(asyncio.create_task(fast.run(stops[1])))
-        kube.server.faults.slow["replica-slow"] = 0.8
+        kube.server.faults.slow["replica-slow"] = 1.0
         both = fast_led = 0
         for _ in range(300):  # at most 6 s of 20 ms samples
             await asyncio.sleep(0.02)

@@ -16,15 +16,17 @@ from kubernetes import client
 
 from rollbackd.incidents.decide import Action, Decision, Reason, budget_used, decide
 from rollbackd.model import Target
+from rollbackd.rollbacks.cache_shape import LAST_APPLIED
 from rollbackd.rollbacks.execute import NEWER_CHANGE, Outcome, RollbackExecutor, RollbackRequest
 from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads, api_client
 from rollbackd.rollbacks.plan import selector_of, situation_of
 from rollbackd.runtime.wiring import Edges
 from rollbackd.settings import KubernetesSettings, RollbackSettings, Settings
-from rollbackd.state.annotations import read_state
+from rollbackd.state.annotations import RECENT_ROLLBACKS, read_state
 from rollbackd.testing.kube import Cluster, Fault, Hook, seed
 from rollbackd.testing.sandbox import wait_until
 from tests.conftest import Kube
+from tests.kube_fixtures import FIXTURES
 
 pytestmark = pytest.mark.integration
 
@@ -311,6 +313,56 @@ def test_watch_cache_lists_once_and_follows_changes(kube: Kube) -> None:
         kube.server.faults.expire_watches = False
         seed.set_image(kube.api, "demo", "web", "nginx:3.0")
         assert wait_until(lambda: _image_of(cache.get("demo", "web")) == "nginx:3.0")
+    finally:
+        cache.stop()
+
+
+def test_the_cache_keeps_what_rollbackd_reads_and_indexes_recent_rollbacks(kube: Kube) -> None:
+    """Memory at scale: cached Deployments lose managedFields (but keep the field managers'
+    names, which tell the owner) and the last-applied copy of their spec; the budget finds
+    the workloads with recent rollbacks through an index that follows every change."""
+    captured = json.loads((FIXTURES / "deployment-rev3.json").read_text())
+    seed.create_namespace(kube.api, "demo")
+    for name in ("web", "api"):
+        seed.create_deployment(
+            kube.api,
+            "demo",
+            name,
+            image="nginx:1.0",
+            labels=ENABLED,
+            annotations={
+                LAST_APPLIED: json.dumps(captured["spec"]) * 3,
+                **({RECENT_ROLLBACKS: "2026-12-01T03:00:00Z"} if name == "web" else {}),
+            },
+        )
+    cluster = kube.server.cluster
+    with cluster.lock:  # as a real API server returns it: one entry per manager and operation
+        stored = cluster.get("deployments", "demo", "web")
+        assert stored is not None
+        stored["metadata"]["managedFields"] = [
+            *captured["metadata"]["managedFields"],
+            {**captured["metadata"]["managedFields"][0], "manager": "argocd-controller"},
+        ]
+        cluster.put("deployments", "demo", stored)
+    settings = KubernetesSettings(kubeconfig=str(kube.kubeconfig))
+    cache = DeploymentCache(api_client(settings), settings, watch_seconds=1)
+    cache.start()
+    try:
+        assert wait_until(lambda: cache.synced)
+        web = cache.get("demo", "web")
+        assert web is not None
+        managers = [m["manager"] for m in captured["metadata"]["managedFields"]]
+        assert web["metadata"]["managedFields"] == [
+            {"manager": m} for m in dict.fromkeys([*managers, "argocd-controller"])
+        ]
+        assert LAST_APPLIED not in web["metadata"]["annotations"]
+        assert web["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.0"
+        assert [d["metadata"]["name"] for d in cache.annotated(RECENT_ROLLBACKS)] == ["web"]
+        seed.patch(kube.api, "demo", "web", {"metadata": {"annotations": {RECENT_ROLLBACKS: None}}})
+        seed.patch(kube.api, "demo", "api", {"metadata": {"annotations": {RECENT_ROLLBACKS: "x"}}})
+        assert wait_until(
+            lambda: [d["metadata"]["name"] for d in cache.annotated(RECENT_ROLLBACKS)] == ["api"]
+        )
     finally:
         cache.stop()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import signal
 import threading
 from pathlib import Path
@@ -10,9 +12,17 @@ from pathlib import Path
 from rollbackd.testing.kube import Cluster, KubeApiServer
 from rollbackd.testing.kube.server import default_deployment
 
+MANAGED_FIELDS = Path(__file__).parent / "data" / "managed-fields-deployment.json"
+"""The ``managedFields`` of a captured Deployment (created, status written, image set)."""
 
-def seed_deployments(cluster: Cluster, count: int) -> None:
-    """Opted-in Deployments written straight into the store, as the API would default them."""
+
+def seed_deployments(cluster: Cluster, count: int, *, real_shaped: bool = False) -> None:
+    """Opted-in Deployments written straight into the store, as the API would default them.
+
+    ``real_shaped`` gives each the ``managedFields`` a real API server keeps (about half of
+    a Deployment's size), so that benchmarks measure memory on objects as they arrive.
+    """
+    managed = json.loads(MANAGED_FIELDS.read_text()) if real_shaped else None
     with cluster.lock:
         for namespace in sorted({f"ns-{i % 100}" for i in range(count)}):
             cluster.put("namespaces", "", Cluster.new_object("Namespace", "v1", namespace, "", {}))
@@ -34,6 +44,8 @@ def seed_deployments(cluster: Cluster, count: int) -> None:
             }
             obj = Cluster.new_object("Deployment", "apps/v1", name, namespace, body)
             default_deployment(obj)
+            if managed is not None:
+                obj["metadata"]["managedFields"] = copy.deepcopy(managed)
             cluster.put("deployments", namespace, obj)
             cluster.sync_deployment(namespace, name)
 
@@ -55,10 +67,15 @@ def main() -> None:
         default=0,
         help="start with this many opted-in Deployments (ns-<i%%100>/app-<i>), for benchmarks",
     )
+    parser.add_argument(
+        "--real-shaped",
+        action="store_true",
+        help="seeded Deployments carry managedFields as a real API server's do",
+    )
     args = parser.parse_args()
     cluster = Cluster(rollout=args.rollout)
     cluster.rollout_delay = args.rollout_delay
-    seed_deployments(cluster, args.seed)
+    seed_deployments(cluster, args.seed, real_shaped=args.real_shaped)
     server = KubeApiServer(args.port, cluster=cluster).start()
     if args.kubeconfig:
         args.kubeconfig.write_text(server.kubeconfig())
