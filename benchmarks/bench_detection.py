@@ -1,14 +1,19 @@
-"""Detection latency, and Kubernetes API requests per tick and per rollback.
+"""Detection latency against the physical floor and the Alertmanager path, and API load.
 
 The sandbox (fake API server, real Prometheus scraping every second, sample workload, fake
-robot) with ``rollbackd run`` as a child process: rule ``for: 10s``, interval 2 s. Each run
-is its own Deployment: v1 healthy, then v2 whose error ratio is 30%. Latency is measured from
-the moment the sample workload starts failing to the moment the rollback PATCH reaches the
-fake API server. In the same run, the Alertmanager path: a Prometheus alerting rule with the
-same expression and ``for`` (evaluated every 2 s), Alertmanager with ``group_wait: 0s``,
-measured to the moment its webhook arrives. Floor: ``for`` + interval + scrape = 13 s.
+robot) with ``rollbackd run`` as a child process: rule ``for: 10s`` on a 5 s rate window,
+at an interval of 1 s and of 2 s (each its own run). Each release is its own Deployment: v1
+healthy, then v2 whose error ratio is 30%. Latency is measured from the moment the sample
+workload starts failing to the moment the rollback PATCH reaches the fake API server. In
+the same run, the Alertmanager path: a Prometheus alerting rule with the same expression
+and ``for``, its group evaluated at the same interval, Alertmanager with ``group_wait:
+0s``, measured to the moment its webhook arrives. The physical floor, per release: the
+first moment the ratio Prometheus computes from its scrapes crosses the threshold (at
+scrape resolution, read back with ``query_range``) plus ``for``; no evaluator can act
+sooner. The daemon runs with the default leader-election timings (15 s / 10 s / 2 s): the
+Lease requests per minute at steady state are the leader's API load.
 
-Run: .venv/bin/python benchmarks/bench_detection.py [--runs 20]
+Run: .venv/bin/python benchmarks/bench_detection.py [--runs 20] [--intervals 1,2]
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import json
 import statistics
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,16 +32,21 @@ from typing import Any, ClassVar
 from rollbackd.testing.sandbox import RULE_EXPR, Sandbox, wait_until
 from rollbackd.testing.serving import BackgroundServer
 
-FOR, INTERVAL, SCRAPE = 10.0, 2.0, 1.0
-ALERTS = f"""
+FOR, SCRAPE, THRESHOLD = 10.0, 1.0, 0.05
+ALERTS = """
 groups:
   - name: detection
-    interval: 2s
+    interval: {interval}s
     rules:
       - alert: HighErrorRate
-        expr: {json.dumps(RULE_EXPR + " > 0.05")}
+        expr: {expr}
         for: 10s
 """
+DEFAULT_LEADER_ELECTION = {
+    "lease_duration": "15s",
+    "renew_deadline": "10s",
+    "retry_period": "2s",
+}
 
 
 class _Receiver(BaseHTTPRequestHandler):
@@ -59,19 +71,23 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def measure(runs: int) -> dict[str, Any]:
+def measure(runs: int, interval: int) -> dict[str, Any]:
+    _Receiver.arrivals = {}
     receiver = BackgroundServer(_Receiver).start()
     folder = Path(tempfile.mkdtemp(prefix="rollbackd-detection-"))
+    alerts = ALERTS.format(interval=interval, expr=json.dumps(f"{RULE_EXPR} > {THRESHOLD}"))
     try:
         with Sandbox(
             folder,
             rule_for="10s",
-            interval="2s",
-            alert_rules=ALERTS,
+            interval=f"{interval}s",
+            alert_rules=alerts,
             alert_webhook=f"{receiver.url}/alerts",
         ) as box:
             box.write_config(
-                prometheus={"timeout": "1500ms"}, rollback={"budget": {"max": 1000, "per": "1h"}}
+                prometheus={"timeout": "900ms"},
+                rollback={"budget": {"max": 1000, "per": "1h"}},
+                leader_election=DEFAULT_LEADER_ELECTION,
             )
             names = [f"run-{i}" for i in range(runs)]
             box.errors_by_image = {"app:2.0": 0.3}
@@ -82,7 +98,7 @@ def measure(runs: int) -> dict[str, Any]:
             box.start_daemon()
             time.sleep(15)  # leadership, synced cache, healthy evaluations
             quiet_start, quiet_requests = time.monotonic(), len(box.kube.requests)
-            time.sleep(20)
+            time.sleep(30)
             steady = _rollbackd_requests(box, quiet_requests)
             steady_seconds = time.monotonic() - quiet_start
             before = len(box.kube.requests)
@@ -94,27 +110,28 @@ def measure(runs: int) -> dict[str, Any]:
             time.sleep(5)
             during = _rollbackd_requests(box, before)
             patched = {r.path.rsplit("/", 1)[-1]: r.at for r in box.rollback_patches()}
-            rollbackd = [patched[n] - box.errors_since[n] for n in names if n in patched]
-            alerting = [
-                _Receiver.arrivals[n] - box.errors_since[n]
-                for n in names
-                if n in _Receiver.arrivals
-            ]
+            since = box.errors_since
+            rollbackd = [patched[n] - since[n] for n in names if n in patched]
+            alerting = [_Receiver.arrivals[n] - since[n] for n in names if n in _Receiver.arrivals]
+            floors = [floor(box.prometheus.url, n, since[n]) for n in names]
     finally:
         receiver.stop()
-    ticks = steady_seconds / INTERVAL
+    ticks = steady_seconds / interval
     lease = sum(v for (_, resource), v in steady.items() if resource == "leases")
+    measured = [f for f in floors if f is not None]
     return {
+        "interval_s": interval,
         "runs": runs,
         "rolled_back": len(rollbackd),
-        "floor_s": FOR + INTERVAL + SCRAPE,
+        "floor_p50_s": round(statistics.median(measured), 2) if measured else None,
+        "floor_p95_s": round(percentile(measured, 0.95), 2) if measured else None,
         "rollbackd_p50_s": round(statistics.median(rollbackd), 2),
         "rollbackd_p95_s": round(percentile(rollbackd, 0.95), 2),
         "alertmanager_webhooks": len(alerting),
         "alertmanager_p50_s": round(statistics.median(alerting), 2) if alerting else None,
         "alertmanager_p95_s": round(percentile(alerting, 0.95), 2) if alerting else None,
+        "leader_requests_per_minute": round(lease / steady_seconds * 60, 1),
         "steady_requests_per_tick": round(sum(steady.values()) / ticks, 2),
-        "steady_lease_requests_per_tick": round(lease / ticks, 2),
         "steady_lists_per_tick": round(
             sum(v for (verb, _), v in steady.items() if verb == "list") / ticks, 2
         ),
@@ -124,6 +141,29 @@ def measure(runs: int) -> dict[str, Any]:
             if resource != "leases"
         },
     }
+
+
+def floor(prometheus: str, name: str, failing_since: float) -> float | None:
+    """Seconds from the first failing request to the earliest moment any evaluator could
+    act: the ratio crosses the threshold in Prometheus's own data, then ``for`` passes."""
+    wall_since = time.time() - (time.monotonic() - failing_since)
+    query = urllib.parse.urlencode(
+        {
+            "query": RULE_EXPR,
+            "start": f"{wall_since - 2:.3f}",
+            "end": f"{wall_since + 40:.3f}",
+            "step": f"{SCRAPE:g}s",
+        }
+    )
+    with urllib.request.urlopen(f"{prometheus}/api/v1/query_range?{query}", timeout=10) as r:  # noqa: S310
+        result = json.load(r)["data"]["result"]
+    for series in result:
+        if series["metric"].get("deployment") != name:
+            continue
+        for stamp, value in series["values"]:
+            if float(value) > THRESHOLD:
+                return float(stamp) + FOR - wall_since
+    return None
 
 
 def _rollbackd_requests(box: Sandbox, start: int) -> dict[tuple[str, str], int]:
@@ -140,11 +180,17 @@ def _rollbackd_requests(box: Sandbox, start: int) -> dict[tuple[str, str], int]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--intervals", default="1,2", help="rule intervals in seconds")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    results = measure(args.runs)
-    for key, value in results.items():
-        print(f"{key:32} {value}")
+    results = {
+        f"interval_{seconds}s": measure(args.runs, int(seconds))
+        for seconds in args.intervals.split(",")
+    }
+    for name, figures in results.items():
+        print(name)
+        for key, value in figures.items():
+            print(f"  {key:32} {value}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -1,33 +1,41 @@
-"""Scale: 10,000 managed Deployments x 3 rules against a real Prometheus.
+"""Scale: N managed Deployments shaped like a real API server's x 5 rules, in one process.
 
-Set-up, each part in its own process: the sample workload serving 10,000 targets
-(``python -m rollbackd.testing.app --targets``), the fake API server holding 10,000 opted-in
-Deployments (``python -m rollbackd.testing.kube --seed``), and the real Prometheus scraping
-the workload. In this process, as in the daemon: the Deployment watch cache (one LIST) and
-the rule runner. Per evaluation tick: queries Prometheus received (its own
-``prometheus_http_requests_total``), this process's CPU seconds, wall time; at the end its
-peak RSS. Side by side, the per-target polling that canary analysers do (one query per
-Deployment per rule): a sample of queries is timed and the full tick extrapolated.
+Set-up, each part in its own process: the fake API server holding N opted-in Deployments
+with the ``managedFields`` a real server keeps (``python -m rollbackd.testing.kube --seed N
+--real-shaped``), and a query backend that answers each rule with N series exactly as
+Prometheus shapes an instant vector (this script with ``--serve-answers``: the backend's
+own query time is not rollbackd's, and a scrape that times out cannot shrink an answer).
 
-Run: .venv/bin/python benchmarks/bench_scale.py [--targets 10000] [--ticks 10]
+In this process, as in the daemon: the Deployment watch cache (paged LIST) and the rule
+runner in quiet mode. Per steady tick: this process's CPU, wall time, queries the backend
+received, LISTs the API server received, and the series every query returned (checked
+against N: a short answer fails the run). In the same run, fetch and decode alone: the same
+five answers fetched and decoded by the Prometheus edge without judging, the floor a tick is
+measured against. At the end: peak RSS, and the cache's cost per Deployment.
+
+Run: .venv/bin/python benchmarks/bench_scale.py [--targets 50000] [--ticks 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import urllib.request
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from rollbackd.model import QueryResult
 from rollbackd.rollbacks.kubernetes import DeploymentCache, api_client
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.daemon import tune_gc
@@ -36,91 +44,153 @@ from rollbackd.runtime.logs import configure_logging
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import KubernetesSettings, PrometheusSettings, RuleSettings, TargetLabels
 from rollbackd.signals.prometheus import PrometheusSource
-from rollbackd.testing.services import Prometheus, free_port
+from rollbackd.testing.services import free_port
+from rollbackd.testing.serving import BackgroundServer
 
 RULES = [
-    {
-        "name": "error-ratio",
-        "op": ">",
-        "threshold": 0.05,
-        "expr": 'sum by (namespace, deployment) (rate(http_requests_total{code="500"}[1m])) / '
-        "sum by (namespace, deployment) (rate(http_requests_total[1m]))",
-    },
-    {
-        "name": "p99-latency",
-        "op": ">",
-        "threshold": 0.5,
-        "expr": "histogram_quantile(0.99, sum by (namespace, deployment, le) "
-        "(rate(http_request_duration_seconds_bucket[1m])))",
-    },
-    {
-        "name": "traffic-drop",
-        "op": "<",
-        "threshold": 1,
-        "expr": "sum by (namespace, deployment) (rate(http_requests_total[1m]))",
-    },
-]
-PER_TARGET = [
-    'sum(rate(http_requests_total{{code="500",{m}}}[1m]))'
-    " / sum(rate(http_requests_total{{{m}}}[1m]))",
-    "histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{{{m}}}[1m])))",
-    "sum(rate(http_requests_total{{{m}}}[1m]))",
+    {"name": "error-ratio", "op": ">", "threshold": 0.05, "expr": "error_ratio", "healthy": 0.002},
+    {"name": "p99-latency", "op": ">", "threshold": 0.5, "expr": "p99_latency", "healthy": 0.12},
+    {"name": "traffic-drop", "op": "<", "threshold": 1, "expr": "traffic", "healthy": 42.0},
+    {"name": "restarts", "op": ">", "threshold": 3, "expr": "restarts", "healthy": 0.0},
+    {"name": "saturation", "op": ">", "threshold": 0.9, "expr": "saturation", "healthy": 0.4},
 ]
 
 
-def prometheus_queries(url: str) -> float:
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:  # noqa: S310
-        text = answer.read().decode()
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("prometheus_http_requests_total{") and 'handler="/api/v1/query"' in line
-    )
+def target(index: int) -> tuple[str, str]:
+    """The Deployment the fake API server seeds at ``index``."""
+    return f"ns-{index % 100}", f"app-{index}"
 
 
-def series_count(url: str) -> int:
-    query = urllib.parse.urlencode({"query": "count(http_requests_total)"})
-    with urllib.request.urlopen(f"{url}/api/v1/query?{query}", timeout=30) as answer:  # noqa: S310
-        result = json.load(answer)["data"]["result"]
-    return int(float(result[0]["value"][1])) if result else 0
+def answer(targets: int, value: float) -> bytes:
+    """An instant vector of ``targets`` series, as Prometheus writes it."""
+    stamp = round(time.time(), 3)
+    series = [
+        {
+            "metric": {"namespace": namespace, "deployment": name},
+            "value": [stamp, f"{value:g}"],
+        }
+        for namespace, name in map(target, range(targets))
+    ]
+    body = {"status": "success", "data": {"resultType": "vector", "result": series}}
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
-def polling(source: PrometheusSource, targets: int, sample: int) -> dict[str, Any]:
-    """One query per Deployment per rule, timed on a sample and scaled to a full tick."""
-    labels = TargetLabels()
-    per_query_wall, per_query_cpu = [], []
-    for template in PER_TARGET:
-        for index in range(sample):
-            matcher = f'namespace="ns-{index % 100}",deployment="app-{index}"'
-            wall, cpu = time.perf_counter(), time.process_time()
-            asyncio.run(source.query(template.format(m=matcher), target_labels=labels))
-            per_query_cpu.append(time.process_time() - cpu)
-            per_query_wall.append(time.perf_counter() - wall)
-    scale = targets * len(RULES)
+class _Answers(BaseHTTPRequestHandler):
+    bodies: ClassVar[dict[str, bytes]] = {}
+    queries: ClassVar[dict[str, int]] = {}
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        if url.path == "/count":
+            body = json.dumps(self.queries).encode()
+        else:
+            expr = urllib.parse.parse_qs(url.query).get("query", [""])[0]
+            self.queries[expr] = self.queries.get(expr, 0) + 1
+            body = self.bodies.get(expr, b'{"status":"success","data":{"result":[]}}')
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def serve_answers(port: int, targets: int) -> None:
+    _Answers.bodies = {rule["expr"]: answer(targets, float(rule["healthy"])) for rule in RULES}
+    server = BackgroundServer(_Answers, port=port)
+    print("ready", flush=True)
+    server.serve()
+
+
+def backend_queries(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/count", timeout=10) as found:  # noqa: S310
+        return sum(json.load(found).values())
+
+
+class Counted:
+    """The Prometheus edge, with the series of every answer counted and checked."""
+
+    def __init__(self, source: PrometheusSource, expected: int) -> None:
+        self.source, self.expected = source, expected
+        self.short: list[int] = []
+
+    async def query(self, expr: str, *, target_labels: TargetLabels) -> QueryResult:
+        result = await self.source.query(expr, target_labels=target_labels)
+        if len(result.values) != self.expected:
+            self.short.append(len(result.values))
+        return result
+
+    async def query_range(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.source.query_range(*args, **kwargs)
+
+    async def check_syntax(self, expr: str) -> bool:
+        return True
+
+
+def rss_mb() -> float:
+    """Current resident memory of this process."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def decode_only(source: PrometheusSource, rules: list[RuleSettings]) -> float:
+    """CPU seconds to fetch and decode the rules' answers, concurrently, without judging."""
+
+    def fetch(expr: str) -> None:
+        source._query_sync(expr)
+
+    cpu = time.process_time()
+    threads = [threading.Thread(target=fetch, args=(rule.expr,)) for rule in rules]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.process_time() - cpu
+
+
+def steady_ticks(
+    runner: RuleRunner, counted: Counted, rules: list[RuleSettings], url: str, ticks: int
+) -> dict[str, Any]:
+    """Ticks as the daemon runs them, each followed by fetch-and-decode alone."""
+    walls, cpus, decodes, queries, verdicts = [], [], [], [], 0
+    for _ in range(ticks):
+        before = backend_queries(url)
+        wall, cpu = time.perf_counter(), time.process_time()
+        verdicts = len(asyncio.run(runner.run()))
+        cpus.append(time.process_time() - cpu)
+        walls.append(time.perf_counter() - wall)
+        queries.append(backend_queries(url) - before)
+        decodes.append(decode_only(counted.source, rules))
+    if counted.short:
+        raise SystemExit(f"answers short of {counted.expected} series: {counted.short[:5]}")
+    cpu_ms = statistics.median(cpus) * 1000
+    decode_ms = statistics.median(decodes) * 1000
     return {
-        "polling_sample_queries": len(per_query_wall),
-        "polling_queries_per_tick": scale,
-        "polling_wall_s_per_tick": round(statistics.mean(per_query_wall) * scale, 1),
-        "polling_cpu_s_per_tick": round(statistics.mean(per_query_cpu) * scale, 1),
+        "queries_per_rule_per_tick": statistics.median(queries) / len(rules),
+        "series_per_query": counted.expected,
+        "verdicts_per_tick": verdicts,
+        "cpu_ms_per_tick": round(cpu_ms, 1),
+        "decode_ms_per_tick": round(decode_ms, 1),
+        "tick_to_decode": round(cpu_ms / decode_ms, 2) if decode_ms else None,
+        "wall_ms_per_tick": round(statistics.median(walls) * 1000, 1),
+        "cpu_us_per_deployment_per_tick": round(cpu_ms * 1000 / max(counted.expected, 1), 2),
     }
 
 
-def measure(targets: int, ticks: int, sample: int) -> dict[str, Any]:
+def measure(targets: int, ticks: int) -> dict[str, Any]:
     configure_logging(level="warning", fmt="json", stream=sys.stderr)
-    app_port, kube_port = free_port(), free_port()
+    baseline_mb = rss_mb()
+    answers_port, kube_port = free_port(), free_port()
     folder = Path(tempfile.mkdtemp(prefix="rollbackd-bench-"))
     kubeconfig = folder / "kubeconfig"
-    app = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rollbackd.testing.app",
-            "--port",
-            str(app_port),
-            "--targets",
-            str(targets),
-        ],
-        stdout=subprocess.DEVNULL,
+    backend = subprocess.Popen(
+        [sys.executable, __file__, "--serve-answers", str(answers_port), "--targets", str(targets)],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     kube = subprocess.Popen(
         [
@@ -133,58 +203,53 @@ def measure(targets: int, ticks: int, sample: int) -> dict[str, Any]:
             str(kubeconfig),
             "--seed",
             str(targets),
+            "--real-shaped",
         ],
         stdout=subprocess.DEVNULL,
     )
-    prometheus = Prometheus(scrape_targets=[f"127.0.0.1:{app_port}"], scrape_interval="5s")
+    url = f"http://127.0.0.1:{answers_port}"
     results: dict[str, Any] = {"targets": targets, "rules": len(RULES), "ticks": ticks}
     try:
-        prometheus.start()
-        deadline = time.monotonic() + 300
-        while series_count(prometheus.url) < targets * 2 and time.monotonic() < deadline:
-            time.sleep(2)
-        time.sleep(12)  # two more scrapes so every rate() has points
-        while not kubeconfig.exists():
+        assert backend.stdout is not None
+        assert backend.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 600
+        while not kubeconfig.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         settings = KubernetesSettings(kubeconfig=str(kubeconfig))
         started = time.perf_counter()
         cache = DeploymentCache(api_client(settings), settings)
         cache.start()
-        while not cache.synced:
+        while not cache.synced and time.monotonic() < deadline:
             time.sleep(0.1)
         results["cache_list_seconds"] = round(time.perf_counter() - started, 2)
         results["cached_deployments"] = len(cache.all())
-        results["cache_lists"] = cache.lists
-
-        rules = [RuleSettings.model_validate({**r, "interval": "15s"}) for r in RULES]
-        source = PrometheusSource(PrometheusSettings(url=prometheus.url, timeout="10s"))
-        runner = RuleRunner(rules, source=source, clock=SystemClock(), telemetry=Telemetry())
-        runner.focus = frozenset  # as the daemon runs it: verdicts only where something happens
-        asyncio.run(runner.run())  # warm-up: connections, first state
-        tune_gc()  # as the daemon does once its cache is synced
-        walls, cpus, queries, verdicts = [], [], [], 0
-        for _ in range(ticks):
-            before_q = prometheus_queries(prometheus.url)
-            wall, cpu = time.perf_counter(), time.process_time()
-            verdicts = len(asyncio.run(runner.run()))
-            cpus.append(time.process_time() - cpu)
-            walls.append(time.perf_counter() - wall)
-            queries.append(prometheus_queries(prometheus.url) - before_q)
-        results.update(
-            queries_per_tick=statistics.median(queries),
-            verdicts_per_tick=verdicts,
-            cpu_ms_per_tick=round(statistics.median(cpus) * 1000, 1),
-            wall_ms_per_tick=round(statistics.median(walls) * 1000, 1),
-            cache_lists_after_ticks=cache.lists,
+        results["cache_list_pages"] = cache.lists
+        gc.collect()
+        results["cache_kib_per_deployment"] = round(
+            (rss_mb() - baseline_mb) * 1024 / max(targets, 1), 2
         )
 
-        results.update(polling(source, targets, sample))
+        rules = [
+            RuleSettings.model_validate(
+                {k: v for k, v in r.items() if k != "healthy"} | {"interval": "15s"}
+            )
+            for r in RULES
+        ]
+        source = PrometheusSource(PrometheusSettings(url=url, timeout="10s"))
+        counted = Counted(source, targets)
+        runner = RuleRunner(rules, source=counted, clock=SystemClock(), telemetry=Telemetry())
+        runner.focus = frozenset  # as the daemon runs it: verdicts only where something happens
+        runner.managed = cache.manages
+        asyncio.run(runner.run())  # warm-up: connections, first state
+        tune_gc()  # as the daemon does once its cache is synced
+        lists_before = cache.lists
+        results.update(steady_ticks(runner, counted, rules, url, ticks))
+        results["steady_lists"] = cache.lists - lists_before
         results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         cache.stop()
         source.close()
     finally:
-        prometheus.stop()
-        for process in (app, kube):
+        for process in (backend, kube):
             process.terminate()
             process.wait(10)
     return results
@@ -192,14 +257,17 @@ def measure(targets: int, ticks: int, sample: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--targets", type=int, default=10_000)
-    parser.add_argument("--ticks", type=int, default=10)
-    parser.add_argument("--sample", type=int, default=200, help="per-target queries timed per rule")
+    parser.add_argument("--targets", type=int, default=50_000)
+    parser.add_argument("--ticks", type=int, default=5)
+    parser.add_argument("--serve-answers", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    results = measure(args.targets, args.ticks, args.sample)
+    if args.serve_answers:
+        serve_answers(args.serve_answers, args.targets)
+        return
+    results = measure(args.targets, args.ticks)
     for key, value in results.items():
-        print(f"{key:28} {value}")
+        print(f"{key:32} {value}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
