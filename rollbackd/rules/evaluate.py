@@ -114,7 +114,18 @@ class RuleEvaluator:
         elif isinstance(outcome, PrometheusError):
             targets = list(self._tracks)
         else:
-            targets = {*outcome.values, *outcome.ambiguous, *self._tracks}
+            values = outcome.values
+            if quiet and not isinstance(traffic, PrometheusError):
+                # Quiet, a target with a number on the healthy side, nothing held and not
+                # asked for has nothing to report whatever its traffic: it is not judged.
+                compare, threshold = COMPARE[self.rule.op], self.rule.threshold
+                isnan = math.isnan
+                targets = {t for t, v in values.items() if isnan(v) or compare(v, threshold)}
+                targets.update(t for t in include if t in values)
+            else:
+                targets = set(values)
+            targets |= outcome.ambiguous
+            targets |= self._tracks.keys()
             if self.rule.on_no_data != "ok":
                 present = outcome.values.keys() | outcome.ambiguous
                 vanished = self._seen - present
@@ -124,18 +135,7 @@ class RuleEvaluator:
                 targets |= vanished - gone
         verdicts = []
         tracks = self._tracks
-        # Quiet, a target with a number on the healthy side and nothing held has nothing to
-        # report whatever its traffic: skipped before any judgement object is made.
-        healthy = (
-            quiet and isinstance(outcome, QueryResult) and not isinstance(traffic, PrometheusError)
-        )
-        values = outcome.values if isinstance(outcome, QueryResult) else {}
-        compare, threshold = COMPARE[self.rule.op], self.rule.threshold
         for target in targets:
-            if healthy and target not in tracks and target not in include:
-                value = values.get(target)
-                if value is not None and not math.isnan(value) and not compare(value, threshold):
-                    continue
             judgement = self._judge(target, outcome, traffic)
             transition = self._step(target, judgement.breaching, now)
             track = tracks.get(target)
