@@ -86,7 +86,11 @@ def measure(runs: int, interval: int) -> dict[str, Any]:
         ) as box:
             box.write_config(
                 prometheus={"timeout": "900ms"},
-                rollback={"budget": {"max": 1000, "per": "1h"}},
+                # 20 releases a few seconds apart: not an outage, each its own bad release
+                rollback={
+                    "budget": {"max": 1000, "per": "1h"},
+                    "blast_radius": {"max_targets": 1000},
+                },
                 leader_election=DEFAULT_LEADER_ELECTION,
             )
             names = [f"run-{i}" for i in range(runs)]

@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,18 @@ def count(server: subprocess.Popen[str]) -> int:
     return int(server.stdout.readline())
 
 
+def settled_count(server: subprocess.Popen[str]) -> int:
+    """The verdict count once two readings 0.2 s apart agree (at most 5 s)."""
+    last = count(server)
+    for _ in range(25):
+        time.sleep(0.2)
+        now = count(server)
+        if now == last:
+            return now
+        last = now
+    return last
+
+
 def stop(server: subprocess.Popen[str]) -> None:
     assert server.stdin is not None
     server.stdin.close()
@@ -214,13 +227,13 @@ def measure(seconds: float) -> dict[str, Any]:
                 figures = run_wrk(url, connections, seconds, script)
                 results[f"{'bare' if bare else 'rollbackd'}_{connections}"] = figures
             if not bare:
-                sent = count(server)
+                sent = settled_count(server)  # wrk's last requests may still be in flight
                 duplicate = payload("the-same-one")
                 headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
                 with httpx.Client(timeout=5) as client:
                     for _ in range(1000):
                         client.post(url, content=duplicate, headers=headers)
-                results["duplicate_actions"] = count(server) - sent
+                results["duplicate_actions"] = settled_count(server) - sent
                 results["distinct_alerts"] = sum(
                     results[f"rollbackd_{c}"]["requests"] for c in CONNECTIONS
                 )

@@ -24,6 +24,15 @@ def elector(kube: Kube, name: str) -> LeaderElector:
     return LeaderElector(kube.api, FAST, identity=name)
 
 
+async def until_leading(candidate: LeaderElector, seconds: float) -> bool:
+    """Wait (in 50 ms steps) until ``candidate`` leads; whether it did within ``seconds``."""
+    for _ in range(int(seconds / 0.05)):
+        if candidate.is_leader:
+            return True
+        await asyncio.sleep(0.05)
+    return candidate.is_leader
+
+
 def test_one_leader_then_a_clean_handover(kube: Kube) -> None:
     """Two contenders: one leads; when it releases, the other takes over at once."""
     seed.create_namespace(kube.api, "rollbackd")
@@ -93,10 +102,7 @@ def test_a_held_lease_is_respected_until_it_expires(kube: Kube) -> None:
         started = loop.time()
         stop_b = asyncio.Event()
         task = asyncio.create_task(waiting.run(stop_b))
-        for _ in range(120):
-            if waiting.is_leader:
-                break
-            await asyncio.sleep(0.05)
+        await until_leading(waiting, 6)
         took = loop.time() - started
         stop_b.set()
         await task
@@ -126,10 +132,7 @@ def test_a_leader_renews_with_one_request_a_round_and_reads_only_after_a_conflic
     async def scenario() -> tuple[list[str], list[str]]:
         stop = asyncio.Event()
         task = asyncio.create_task(leader.run(stop))
-        for _ in range(40):
-            if leader.is_leader:
-                break
-            await asyncio.sleep(0.05)
+        await until_leading(leader, 2)
         assert leader.is_leader
         start = len(kube.server.requests)
         await asyncio.sleep(1.1)  # about five rounds of 200 ms
@@ -181,10 +184,7 @@ def test_a_lease_renewed_long_ago_is_not_inherited(kube: Kube) -> None:
     async def scenario() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(newcomer.run(stop))
-        for _ in range(100):
-            if newcomer.is_leader:
-                break
-            await asyncio.sleep(0.05)
+        await until_leading(newcomer, 5)
         stop.set()
         await task
 
@@ -219,10 +219,7 @@ def test_a_leader_whose_answers_come_back_late_never_overlaps_another(kube: Kube
     async def scenario() -> tuple[int, int]:
         stops = asyncio.Event(), asyncio.Event()
         tasks = [asyncio.create_task(slow.run(stops[0]))]
-        for _ in range(40):
-            if slow.is_leader:
-                break
-            await asyncio.sleep(0.05)
+        await until_leading(slow, 2)
         assert slow.is_leader
         tasks.append(asyncio.create_task(fast.run(stops[1])))
         kube.server.faults.slow["replica-slow"] = 1.0
