@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import socket
 import threading
 import time
 import urllib.error
@@ -534,3 +535,29 @@ def test_owner_resources_and_server_side_apply(kube: Kube) -> None:
             "web", "shop", body, _content_type="application/apply-patch+yaml"
         )
     assert unnamed.value.status == 400
+
+
+def test_a_request_whose_client_dies_mid_body_changes_nothing(kube: Kube) -> None:
+    """A process killed while sending a PUT (headers out, no body yet) must not write:
+    the real server never sees a whole request, so the fake must not store an empty Lease
+    that the next leader would then fail to read."""
+    seed.create_namespace(kube.api, "rollbackd")
+    client.CoordinationV1Api(kube.api).create_namespaced_lease(
+        "rollbackd",
+        {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": "rollbackd", "namespace": "rollbackd"},
+            "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15},
+        },
+    )
+    before = kube.server.cluster.get("leases", "rollbackd", "rollbackd")
+    host, port = kube.server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(
+            b"PUT /apis/coordination.k8s.io/v1/namespaces/rollbackd/leases/rollbackd HTTP/1.1\r\n"
+            b"Host: fake\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+        )
+        conn.shutdown(socket.SHUT_WR)  # the sender is gone; the body never completes
+        conn.recv(1024)  # returns once the server has closed its side
+    assert kube.server.cluster.get("leases", "rollbackd", "rollbackd") == before

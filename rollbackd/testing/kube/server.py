@@ -591,6 +591,9 @@ class _Handler(BaseHTTPRequestHandler):
         # connection, where it would be read as the next request.
         length = int(self.headers.get("Content-Length") or 0)
         self._raw = self.rfile.read(length) if length else b""
+        if len(self._raw) < length:  # the client went away mid-body: no request happened
+            self.close_connection = True
+            return
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
         self._record = RecordedRequest(
