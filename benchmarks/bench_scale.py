@@ -44,6 +44,7 @@ from rollbackd.runtime.logs import configure_logging
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import KubernetesSettings, PrometheusSettings, RuleSettings, TargetLabels
 from rollbackd.signals.prometheus import PrometheusSource
+from rollbackd.testing.prometheus_stub import vector
 from rollbackd.testing.services import free_port
 from rollbackd.testing.serving import BackgroundServer
 
@@ -63,16 +64,12 @@ def target(index: int) -> tuple[str, str]:
 
 def answer(targets: int, value: float) -> bytes:
     """An instant vector of ``targets`` series, as Prometheus writes it."""
-    stamp = round(time.time(), 3)
-    series = [
-        {
-            "metric": {"namespace": namespace, "deployment": name},
-            "value": [stamp, f"{value:g}"],
-        }
-        for namespace, name in map(target, range(targets))
-    ]
-    body = {"status": "success", "data": {"resultType": "vector", "result": series}}
-    return json.dumps(body, separators=(",", ":")).encode()
+    return vector(
+        *(
+            ({"namespace": namespace, "deployment": name}, f"{value:g}")
+            for namespace, name in map(target, range(targets))
+        )
+    )
 
 
 class _Answers(BaseHTTPRequestHandler):
