@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -243,6 +244,59 @@ def test_a_leader_whose_answers_come_back_late_never_overlaps_another(kube: Kube
         fast_api.close()
     assert both == 0, f"two leaders at once in {both} samples"
     assert fast_led > 0  # the standby did take over from the late one
+
+
+def test_a_late_leader_stops_leading_within_renew_deadline_of_its_last_landed_write(
+    kube: Kube,
+) -> None:
+    """The bound a standby relies on: a leader whose answers take 1 s to come back stops
+    considering itself leader no later than ``renew_deadline`` after its last renewal
+    *landed* on the server (a standby counts ``lease_duration``, which is longer, from
+    seeing that write). A leader that counted from the end of its round would go on
+    leading for as long again as its answers are late."""
+    seed.create_namespace(kube.api, "rollbackd")
+    settings = LeaderElectionSettings(
+        lease_duration="3s", renew_deadline="2700ms", retry_period="2200ms"
+    )
+    api = _client(kube, "replica-late")
+    late = LeaderElector(api, settings, identity="late")
+    deadline = settings.renew_deadline.total_seconds()
+
+    def last_renewal_landed() -> float:
+        puts = [
+            r.at
+            for r in list(kube.server.requests)
+            if r.method in ("POST", "PUT")
+            and "replica-late" in r.user_agent
+            and r.status in (200, 201)
+        ]
+        return puts[-1] if puts else 0.0
+
+    async def scenario() -> list[float]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(late.run(stop))
+        assert await until_leading(late, 2)
+        kube.server.faults.slow["replica-late"] = 1.0
+        overruns: list[float] = []
+        leading = True
+        for _ in range(500):  # at most 10 s of 20 ms samples: about three late rounds
+            await asyncio.sleep(0.02)
+            if leading and not late.is_leader:
+                overruns.append(time.monotonic() - last_renewal_landed() - deadline)
+            leading = late.is_leader
+            if len(overruns) >= 2:
+                break
+        kube.server.faults.slow.clear()
+        stop.set()
+        await task
+        return overruns
+
+    try:
+        overruns = asyncio.run(scenario())
+    finally:
+        api.close()
+    assert len(overruns) >= 2, "the late leader's renewals never lapsed"
+    assert max(overruns) < 0.1, f"led {max(overruns):.2f} s past its last write's deadline"
 
 
 def test_the_leader_label_follows_leadership_and_a_refusal_is_logged_once(kube: Kube) -> None:
