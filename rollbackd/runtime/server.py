@@ -5,7 +5,8 @@
                                rejected and why), 400 bad payload, 401 bad auth, 408
                                body too slow, 413 too large, 415 not JSON, 503 not the
                                leader, queue full or unsigned bodies over their budget
-                               (Alertmanager retries 5xx); 500 only for the unforeseen
+                               (Alertmanager retries 5xx); 500 only for the unforeseen.
+                               A client gone before its body arrived is counted as 499
 ``GET /healthz``               200 while the process is alive
 ``GET /readyz``                200 on every replica with caches synced and not shutting
                                down, else 503 (webhooks reach the leader by its pod
@@ -24,19 +25,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import resource
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any
 
 import h11
+import orjson
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from rollbackd.errors import (
@@ -51,7 +56,7 @@ from rollbackd.errors import (
     WebhookTooLarge,
     WebhookUnauthorized,
 )
-from rollbackd.model import Verdict
+from rollbackd.model import Instant, Target, Verdict
 from rollbackd.ports import Clock
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
@@ -59,6 +64,7 @@ from rollbackd.settings import AlertmanagerSettings, ServerSettings
 from rollbackd.signals.alertmanager import (
     BadPayload,
     Deduplicator,
+    Intake,
     Payload,
     interpret,
     read_payload,
@@ -66,12 +72,15 @@ from rollbackd.signals.alertmanager import (
 from rollbackd.signals.webhook_auth import WebhookAuthenticator
 
 log = get_logger(__name__)
+_written = logging.getLogger(__name__)  # where log's lines go: asked whether INFO is written
 
 VerdictSink = Callable[[list[Verdict]], Awaitable[None]]
 UNAUTHENTICATED_BODIES = 4
 """HMAC signs the body, so it is read before it is authenticated: at most this many
 ``max_body_bytes`` of such bodies are held at once; beyond, new ones get 503."""
 _DIGITS_RE = re.compile(r"[0-9]{1,20}")
+BATCH = 256
+"""Payloads interpreted in one turn of the intake at most."""
 
 
 class WebhookIntake:
@@ -105,36 +114,68 @@ class WebhookIntake:
         await self._queue.join()
 
     async def run(self) -> None:
+        """Interpret the payloads as they come: all those waiting at once in one turn."""
         while True:
-            payload = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                await self.process(payload)
+                await self.process(batch)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def process(self, batch: list[Payload]) -> None:
+        """Payloads received together, handed on as verdicts in order; a (rule, target)
+        seen again starts a new hand-over, so each one the core sees is what a payload
+        could hold. One bad payload or hand-over is logged and the others go on."""
+        counts: Counter[tuple[str, str]] = Counter()
+        handover: list[Verdict] = []
+        seen: set[tuple[str, Target]] = set()
+        now = self._clock.now()  # the batch is read at one moment
+        for payload in batch:
+            try:
+                intake = self._interpret(payload, now)
             except Exception:  # one bad payload must not stop the intake
                 log.exception("alertmanager_payload_failed", group_key=payload.groupKey)
-            finally:
-                self._queue.task_done()
-
-    async def process(self, payload: Payload) -> None:
-        intake = interpret(
-            payload, settings=self._settings, dedup=self._dedup, now=self._clock.now()
-        )
-        for (status, action), count in intake.counts.items():
+                continue
+            counts.update(intake.counts)
+            for verdict in intake.verdicts:
+                key = (verdict.rule, verdict.target)
+                if key in seen:
+                    await self._hand_over(handover)
+                    handover, seen = [], set()
+                handover.append(verdict)
+                seen.add(key)
+        await self._hand_over(handover)
+        for (status, action), count in counts.items():
             self._telemetry.alertmanager_alerts.labels(status, action).inc(count)
+
+    def _interpret(self, payload: Payload, now: Instant) -> Intake:
+        intake = interpret(payload, settings=self._settings, dedup=self._dedup, now=now)
         if intake.truncated:
             log.warning(
                 "alertmanager_alerts_truncated",
                 truncated=intake.truncated,
                 group_key=payload.groupKey,
             )
-        log.info(
-            "alertmanager_payload",
-            group_key=payload.groupKey,
-            status=payload.status,
-            alerts=len(payload.alerts),
-            verdicts=len(intake.verdicts),
-        )
-        if intake.verdicts:
-            await self._sink(intake.verdicts)
+        if _written.isEnabledFor(logging.INFO):  # one line per payload, built only if written
+            log.info(
+                "alertmanager_payload",
+                group_key=payload.groupKey,
+                status=payload.status,
+                alerts=len(payload.alerts),
+                verdicts=len(intake.verdicts),
+            )
+        return intake
+
+    async def _hand_over(self, verdicts: list[Verdict]) -> None:
+        if not verdicts:
+            return
+        try:
+            await self._sink(verdicts)
+        except Exception:  # the next payloads still reach the core
+            log.exception("alertmanager_verdicts_failed", verdicts=len(verdicts))
 
 
 class _Refused(Exception):
@@ -177,11 +218,66 @@ class _SecretAlarm:
         self.down = False
 
 
+class _BodyDeadlines:
+    """Body reads in flight and when each must end, checked by one sweep for all of them.
+
+    A timer per request costs more than reading the body it guards, so a sweep runs while
+    any read is in flight, every tenth of the timeout (at most a second), and cancels the
+    reads past their deadline: a body is cut between ``seconds`` and 10 % later.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._every = min(1.0, seconds / 10)
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._cut: set[asyncio.Task[Any]] = set()
+        self._sweeping: asyncio.AbstractEventLoop | None = None
+
+    def start(self) -> asyncio.Task[Any]:
+        """The calling task begins reading a body."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = task.get_loop()
+        self._reading[task] = loop.time() + self.seconds
+        if self._sweeping is not loop:
+            self._sweeping = loop
+            loop.call_later(self._every, self._sweep, loop)
+        return task
+
+    def done(self, task: asyncio.Task[Any]) -> None:
+        del self._reading[task]
+
+    def was_cut(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` was cancelled for its deadline (the cancellation is then spent)."""
+        if task not in self._cut:
+            return False
+        self._cut.discard(task)
+        task.uncancel()
+        return True
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        now = loop.time()
+        for task, deadline in self._reading.items():
+            if deadline <= now and task not in self._cut:
+                self._cut.add(task)
+                task.cancel()  # delivered at the read's await: the task is waiting in it
+        if self._reading and not loop.is_closed():
+            loop.call_later(self._every, self._sweep, loop)
+        else:
+            self._sweeping = None
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its body arrived: there is nobody to answer."""
+
+
 class _Webhook:
     """The Alertmanager endpoint: bounded, total, and counted in every outcome.
 
     It answers 5xx only with 503 (retry later): every other failure of a request is a
-    4xx naming it, and an unexpected one is a logged 500, counted like the rest.
+    4xx naming it, and an unexpected one is a logged 500, counted like the rest. It is a
+    plain ASGI callable in front of the starlette app: the one path under load pays for no
+    routing, middleware or request objects.
     """
 
     def __init__(
@@ -194,7 +290,7 @@ class _Webhook:
         leading: Callable[[], bool],
     ) -> None:
         self._limit = server.max_body_bytes
-        self._body_timeout = server.body_timeout.total_seconds()
+        self._deadlines = _BodyDeadlines(server.body_timeout.total_seconds())
         auth = alertmanager.auth
         self._authenticator = WebhookAuthenticator(auth) if auth else None
         self._unauthenticated = _Budget(UNAUTHENTICATED_BODIES * self._limit)
@@ -202,36 +298,48 @@ class _Webhook:
         self._telemetry = telemetry
         self._intake = intake
         self._leading = leading
+        self._answered: dict[int, Any] = {}  # status -> its child of the requests counter
 
-    async def handle(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            await _respond(send, 405, b"Method Not Allowed", b"text/plain", allow=b"POST")
+            return
         try:
-            return await self._receive(request)
+            status, body = 200, await self._receive(scope, receive)
         except _Refused as refused:
+            status = refused.status
             body = {"status": "error", "code": refused.code, "error": refused.message}
-            return self._answer(refused.status, body)
+        except _ClientGone:  # counted as nginx counts it; nobody to answer, nothing failed
+            self._count(499)
+            return
         except Exception:  # the last resort: counted and logged, never silent
             log.exception("webhook_failed", code=WebhookError.code)
-            error = {"status": "error", "code": WebhookError.code, "error": "internal error"}
-            return self._answer(500, error)
+            status = 500
+            body = {"status": "error", "code": WebhookError.code, "error": "internal error"}
+        self._count(status)
+        await _respond(send, status, orjson.dumps(body), b"application/json")
 
-    def _answer(self, status: int, body: Mapping[str, object]) -> Response:
-        self._telemetry.webhook_requests.labels(str(status)).inc()
-        return JSONResponse(body, status)
+    def _count(self, status: int) -> None:
+        counted = self._answered.get(status)
+        if counted is None:
+            counted = self._answered[status] = self._telemetry.webhook_requests.labels(str(status))
+        counted.inc()
 
-    async def _receive(self, request: Request) -> Response:
-        length = request.headers.get("content-length", "")
+    async def _receive(self, scope: Scope, receive: Receive) -> dict[str, object]:
+        # ASGI names headers in lower case; of a repeated header the last one counts.
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        length = headers.get("content-length", "")
         if _DIGITS_RE.fullmatch(length) and int(length) > self._limit:
             raise _Refused(413, WebhookTooLarge.code, f"body larger than {self._limit} bytes")
-        if "json" not in request.headers.get("content-type", "").lower():
+        if "json" not in headers.get("content-type", "").lower():
             raise _Refused(415, WebhookNotJson.code, "Content-Type must be application/json")
         authenticator, intake = self._authenticator, self._intake
         if authenticator is None or intake is None:
             raise _Refused(401, WebhookUnauthorized.code, "unauthorized")
-        headers = {k.lower(): v for k, v in request.headers.items()}
         signed = authenticator.needs_body
         if not signed and not self._authenticated(headers, b""):
             raise _Refused(401, WebhookUnauthorized.code, "unauthorized")
-        body = await self._read_body(request, counted=signed)
+        body = await self._read_body(receive, counted=signed)
         if signed and not self._authenticated(headers, body):
             raise _Refused(401, WebhookUnauthorized.code, "unauthorized")
         if not self._leading():
@@ -253,10 +361,9 @@ class _Webhook:
             )
         code = WebhookBadAlert.code
         rejected = [{"index": b.index, "code": code, "error": b.reason} for b in bad]
-        accepted = {"status": "accepted", "alerts": len(payload.alerts), "rejected": rejected}
-        return self._answer(200, accepted)
+        return {"status": "accepted", "alerts": len(payload.alerts), "rejected": rejected}
 
-    def _authenticated(self, headers: dict[str, str], body: bytes) -> bool:
+    def _authenticated(self, headers: Mapping[str, str], body: bytes) -> bool:
         assert self._authenticator is not None
         try:
             valid = self._authenticator.check(headers, body, time.time())
@@ -266,29 +373,63 @@ class _Webhook:
         self._alarm.ok()
         return valid
 
-    async def _read_body(self, request: Request, *, counted: bool) -> bytes:
+    async def _read_body(self, receive: Receive, *, counted: bool) -> bytes:
         """The body, within the size limit and the body timeout; unauthenticated bytes
         (``counted``) are held against the shared budget while they are read."""
         body = bytearray()
         held = 0
+        reader = self._deadlines.start()
         try:
-            async with asyncio.timeout(self._body_timeout):
-                async for chunk in request.stream():
-                    body += chunk
-                    if len(body) > self._limit:
-                        raise _Refused(
-                            413, WebhookTooLarge.code, f"body larger than {self._limit} bytes"
-                        )
-                    if counted:
-                        self._unauthenticated.take(len(chunk))
-                        held += len(chunk)
-        except TimeoutError:
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":  # http.disconnect
+                    raise _ClientGone
+                chunk: bytes = message.get("body", b"")
+                more = message.get("more_body", False)
+                body += chunk
+                if len(body) > self._limit:
+                    raise _Refused(
+                        413, WebhookTooLarge.code, f"body larger than {self._limit} bytes"
+                    )
+                if counted:
+                    self._unauthenticated.take(len(chunk))
+                    held += len(chunk)
+        except asyncio.CancelledError:
+            if not self._deadlines.was_cut(reader):
+                raise
+            seconds = self._deadlines.seconds
             raise _Refused(
-                408, WebhookTimeout.code, f"body not received within {self._body_timeout:g}s"
+                408, WebhookTimeout.code, f"body not received within {seconds:g}s"
             ) from None
         finally:
+            self._deadlines.done(reader)
             self._unauthenticated.give(held)
         return bytes(body)
+
+
+async def _respond(
+    send: Send, status: int, body: bytes, content_type: bytes, *, allow: bytes = b""
+) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
+    if allow:
+        headers.append((b"allow", allow))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _Front:
+    """The listener's ASGI app: the webhook path goes to the receiver, the rest to starlette."""
+
+    def __init__(self, app: ASGIApp, path: str, webhook: _Webhook | None) -> None:
+        self._app, self._path, self._webhook = app, path, webhook
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        webhook = self._webhook
+        if webhook is not None and scope["type"] == "http" and scope["path"] == self._path:
+            await webhook(scope, receive, send)
+        else:
+            await self._app(scope, receive, send)
 
 
 def build_app(
@@ -299,7 +440,7 @@ def build_app(
     intake: WebhookIntake | None,
     ready: Callable[[], bool],
     leading: Callable[[], bool] | None = None,
-) -> Starlette:
+) -> ASGIApp:
     """The HTTP surface; ``intake`` is None when the Alertmanager receiver is disabled.
     ``ready`` answers ``/readyz``; webhooks are taken only while ``leading`` (default:
     ``ready``)."""
@@ -318,6 +459,7 @@ def build_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
+    webhook = None
     if alertmanager.enabled:
         webhook = _Webhook(
             server=server,
@@ -326,8 +468,7 @@ def build_app(
             intake=intake,
             leading=leading or ready,
         )
-        routes.append(Route(alertmanager.path, webhook.handle, methods=["POST"]))
-    return Starlette(routes=routes)
+    return _Front(Starlette(routes=routes), alertmanager.path, webhook)
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -432,7 +573,7 @@ class _ResourceAlarm:
 class HttpServer:
     """Serves ``app`` on ``settings.listen`` as a task of the running loop."""
 
-    def __init__(self, app: Starlette, settings: ServerSettings) -> None:
+    def __init__(self, app: ASGIApp, settings: ServerSettings) -> None:
         config = uvicorn.Config(
             app,
             host=settings.host,

@@ -126,6 +126,10 @@ def read_payload(body: bytes) -> tuple[Payload, list[BadAlert]]:
     """The payload with its valid alerts, and the alerts left out; ``BadPayload`` if none."""
     if too_deep(body):
         raise BadPayload(f"invalid JSON: nested deeper than {MAX_DEPTH} levels")
+    try:  # the common case, a payload valid as a whole, parsed and checked in one pass
+        return Payload.model_validate_json(body), []
+    except ValidationError:
+        pass  # read it again alert by alert, to keep the valid ones and name the others
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

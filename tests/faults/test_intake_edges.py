@@ -33,6 +33,7 @@ from structlog.testing import capture_logs
 from rollbackd.errors import ConfigError
 from rollbackd.settings import load_settings
 from rollbackd.signals.webhook_auth import NONCE, SIGNATURE, TIMESTAMP, sign
+from rollbackd.testing.sandbox import wait_until
 from tests.conftest import GOOD_HEADERS, Receiver, alertmanager_settings
 from tests.integration.test_http_surface import body, post
 from tests.unit.test_alertmanager_signals import ALERT
@@ -330,6 +331,26 @@ def test_a_body_that_never_finishes_gets_408(
     assert answer.startswith(b"HTTP/1.1 408")
     assert b"ERR_WEBHOOK_TIMEOUT" in answer
     assert receiver.metric("rollbackd_webhook_requests_total", {"code": "408"}) == 1
+
+
+def test_a_client_that_leaves_mid_body_is_counted_not_failed(
+    make_receiver: Any, connect: Callable[..., socket.socket]
+) -> None:
+    """A sender that disconnects halfway through its body is counted as 499 (nginx's
+    "client closed request"), not logged and counted as an internal error (500), and the
+    receiver goes on serving (before: ERR_WEBHOOK_FAILED with a traceback each time)."""
+    receiver = make_receiver()
+    raw = connect(
+        port_of(receiver),
+        b"POST /api/v1/alertmanager HTTP/1.1\r\nHost: x\r\n"
+        b"Authorization: " + GOOD_HEADERS["Authorization"].encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{",
+    )
+    raw.close()
+    gone = {"code": "499"}
+    assert wait_until(lambda: receiver.metric("rollbackd_webhook_requests_total", gone) == 1, 5)
+    assert receiver.metric("rollbackd_webhook_requests_total", {"code": "500"}) == 0
+    assert post(receiver, body(ALERT)).status_code == 200
 
 
 def test_unauthenticated_bodies_share_one_memory_budget(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -12,8 +13,14 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from structlog.testing import capture_logs
 
-from tests.conftest import WEBHOOK_TOKEN, Receiver, start_receiver
+from rollbackd.model import Verdict
+from rollbackd.runtime.clock import SystemClock
+from rollbackd.runtime.server import WebhookIntake
+from rollbackd.runtime.telemetry import Telemetry
+from rollbackd.signals.alertmanager import Payload, read_payload
+from tests.conftest import WEBHOOK_TOKEN, Receiver, alertmanager_settings, start_receiver
 from tests.unit.test_alertmanager_signals import ALERT
 
 pytestmark = pytest.mark.integration
@@ -203,3 +210,51 @@ def test_fuzzed_requests_never_cause_a_5xx(
     except httpx.LocalProtocolError:
         return  # the client itself refused to send those headers
     assert answer.status_code < 500, answer.text
+
+
+def test_payloads_waiting_together_are_handed_over_in_order_split_at_a_repeat() -> None:
+    """Payloads that queued while the core was busy reach it together (one hand-over, so
+    one ALERTS_FOR_STATE query) and in arrival order; a second verdict for the same rule
+    and Deployment starts a new hand-over, so a firing and its resolution are never merged
+    into one picture. A hand-over that fails is logged and the next one still arrives."""
+
+    def payload(deployment: str, status: str, fingerprint: str) -> Payload:
+        one = {
+            **ALERT,
+            "status": status,
+            "fingerprint": fingerprint,
+            "labels": {**ALERT["labels"], "deployment": deployment},
+        }
+        return read_payload(body(one))[0]
+
+    handed: list[list[tuple[str, str]]] = []
+
+    async def sink(verdicts: list[Verdict]) -> None:
+        handed.append([(v.target.deployment, v.state.value) for v in verdicts])
+        if len(handed) == 1:
+            raise RuntimeError("the core is down for a moment")
+
+    async def scenario() -> None:
+        intake = WebhookIntake(
+            alertmanager_settings(), clock=SystemClock(), telemetry=Telemetry(), sink=sink
+        )
+        for one in (
+            payload("web", "firing", "a"),
+            payload("api", "firing", "b"),
+            payload("web", "resolved", "a"),
+            payload("cart", "firing", "c"),
+        ):
+            assert intake.offer(one)
+        worker = asyncio.create_task(intake.run())
+        await intake.drain()
+        worker.cancel()
+
+    with capture_logs() as logs:
+        asyncio.run(scenario())
+    assert handed == [
+        [("web", "firing"), ("api", "firing")],
+        [("web", "inactive"), ("cart", "firing")],
+    ]
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "alertmanager_verdicts_failed"
+    ]
