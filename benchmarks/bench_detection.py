@@ -8,10 +8,10 @@ workload starts failing to the moment the rollback PATCH reaches the fake API se
 the same run, the Alertmanager path: a Prometheus alerting rule with the same expression
 and ``for``, its group evaluated at the same interval, Alertmanager with ``group_wait:
 0s``, measured to the moment its webhook arrives. The physical floor, per release: the
-first moment the ratio Prometheus computes from its scrapes crosses the threshold (at
-scrape resolution, read back with ``query_range``) plus ``for``; no evaluator can act
-sooner. The daemon runs with the default leader-election timings (15 s / 10 s / 2 s): the
-Lease requests per minute at steady state are the leader's API load.
+first scrape at which the ratio Prometheus computes crosses the threshold (the ratio
+judged at the timestamp of each scrape) plus ``for``; no evaluator can act sooner. The
+daemon runs with the default leader-election timings (15 s / 10 s / 2 s): the Lease
+requests per minute at steady state are the leader's API load.
 
 Run: .venv/bin/python benchmarks/bench_detection.py [--runs 20] [--intervals 1,2]
 """
@@ -23,13 +23,12 @@ import json
 import statistics
 import tempfile
 import time
-import urllib.parse
-import urllib.request
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
 from rollbackd.testing.sandbox import RULE_EXPR, Sandbox, wait_until
+from rollbackd.testing.services import Prometheus
 from rollbackd.testing.serving import BackgroundServer
 
 FOR, SCRAPE, THRESHOLD = 10.0, 1.0, 0.05
@@ -117,7 +116,7 @@ def measure(runs: int, interval: int) -> dict[str, Any]:
             since = box.errors_since
             rollbackd = [patched[n] - since[n] for n in names if n in patched]
             alerting = [_Receiver.arrivals[n] - since[n] for n in names if n in _Receiver.arrivals]
-            floors = [floor(box.prometheus.url, n, since[n]) for n in names]
+            floors = [floor(box.prometheus, n, since[n]) for n in names]
     finally:
         receiver.stop()
     ticks = steady_seconds / interval
@@ -147,27 +146,19 @@ def measure(runs: int, interval: int) -> dict[str, Any]:
     }
 
 
-def floor(prometheus: str, name: str, failing_since: float) -> float | None:
+def floor(prometheus: Prometheus, name: str, failing_since: float) -> float | None:
     """Seconds from the first failing request to the earliest moment any evaluator could
-    act: the ratio crosses the threshold in Prometheus's own data, then ``for`` passes."""
+    act: the first scrape whose ratio, in Prometheus's own data, crosses the threshold,
+    then ``for``."""
     wall_since = time.time() - (time.monotonic() - failing_since)
-    query = urllib.parse.urlencode(
-        {
-            "query": RULE_EXPR,
-            "start": f"{wall_since - 2:.3f}",
-            "end": f"{wall_since + 40:.3f}",
-            "step": f"{SCRAPE:g}s",
-        }
+    crossed = prometheus.first_crossing(
+        RULE_EXPR,
+        THRESHOLD,
+        labels={"deployment": name},
+        start=wall_since - 1,
+        end=wall_since + 40,
     )
-    with urllib.request.urlopen(f"{prometheus}/api/v1/query_range?{query}", timeout=10) as r:  # noqa: S310
-        result = json.load(r)["data"]["result"]
-    for series in result:
-        if series["metric"].get("deployment") != name:
-            continue
-        for stamp, value in series["values"]:
-            if float(value) > THRESHOLD:
-                return float(stamp) + FOR - wall_since
-    return None
+    return None if crossed is None else crossed + FOR - wall_since
 
 
 def _rollbackd_requests(box: Sandbox, start: int) -> dict[tuple[str, str], int]:

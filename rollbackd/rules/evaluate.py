@@ -16,6 +16,10 @@ pending target stays pending (its hold keeps counting, as Prometheus keeps ``act
 across a failed evaluation) but never fires on an unknown tick, and a firing target stays
 firing.
 
+A hold begins at the tick that first saw the breach, unless ``date_onset`` moves its start
+back to the moment the data itself first showed it (found between that tick and the one
+before, by ``onset``): ``due`` is then when ``for`` is up, which may fall between ticks.
+
 Pure: time comes in as ``now``; nothing here sleeps or does I/O.
 """
 
@@ -23,8 +27,9 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import NamedTuple
 
 from rollbackd.errors import PrometheusError, PrometheusPartial
@@ -81,6 +86,50 @@ class RuleEvaluator:
         # Targets the rule has reported, so that one whose series vanished (a release that
         # crash-loops stops emitting metrics) is judged by `on_no_data`, not forgotten.
         self._seen: set[Target] = set()
+
+    @property
+    def due(self) -> Instant | None:
+        """The earliest moment a pending hold reaches ``for``, if any target is pending."""
+        starts = [t.active_since for t in self._tracks.values() if t.state is RuleState.PENDING]
+        if not starts:
+            return None
+        start = min(starts, key=lambda at: at.monotonic)
+        return Instant(start.monotonic + self._for, start.wall + timedelta(seconds=self._for))
+
+    def date_onset(self, target: Target, onset: Instant) -> bool:
+        """Start ``target``'s pending hold at ``onset``, when that is earlier than its start.
+
+        ``onset`` is when the rule's data first showed the breach, at a finer step than the
+        ticks; the caller finds it after the tick before the one that saw the breach, so
+        a hold is never moved back by a whole interval. Returns whether it moved.
+        """
+        track = self._tracks.get(target)
+        if track is None or track.state is not RuleState.PENDING:
+            return False
+        if onset.monotonic >= track.active_since.monotonic:
+            return False
+        track.since = track.active_since = onset
+        return True
+
+    def breaching_from(
+        self,
+        targets: Collection[Target],
+        columns: Sequence[tuple[Instant, QueryResult, QueryResult | None]],
+    ) -> dict[Target, Instant]:
+        """For each of ``targets`` breaching in the last column, the first column of its
+        unbroken run of breaching columns (``columns`` oldest first: time, values, traffic).
+        """
+        onsets: dict[Target, Instant] = {}
+        running = set(targets)
+        for at, values, traffic in reversed(columns):
+            for target in list(running):
+                if self._judge(target, values, traffic).breaching is True:
+                    onsets[target] = at
+                else:
+                    running.discard(target)
+            if not running:
+                break
+        return onsets
 
     @property
     def firing(self) -> int:

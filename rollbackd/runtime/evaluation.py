@@ -5,11 +5,18 @@ whatever the number of Deployments. Failures are logged once per outage, not onc
 tick: the first failure logs ``prometheus_query_failed`` with its code (a partial answer:
 ``prometheus_partial_response`` with its warnings), the first success after it logs
 ``prometheus_query_recovered`` with the outage's length.
+
+A target that turns pending has its hold dated from the moment the rule's data first
+showed the breach: one ``query_range`` over the interval since the tick before, at a
+twentieth of the interval, finds it (Prometheus dates ``activeAt`` on the tick; rollbackd
+is as strict about ``for`` and up to an interval sooner). When that range cannot be read the
+hold starts at the tick, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -37,6 +44,9 @@ log = get_logger(__name__)
 
 # Failures of Prometheus itself hit every rule at once: one outage, one log line.
 _SOURCE_WIDE = {"ERR_PROM_UNREACHABLE", "ERR_PROM_TIMEOUT", "ERR_PROM_BAD_RESPONSE"}
+
+# A breach's onset is looked for at this many points between two ticks.
+ONSET_POINTS = 20
 
 
 @dataclass
@@ -103,6 +113,12 @@ class RuleRunner:
         )
         return verdicts
 
+    def due(self, rules: Sequence[RuleSettings] | None = None) -> Instant | None:
+        """The earliest moment a pending hold of ``rules`` (all by default) reaches ``for``."""
+        chosen = self.rules if rules is None else rules
+        dues = [due for r in chosen if (due := self._evaluators[r.name].due) is not None]
+        return min(dues, key=lambda at: at.monotonic) if dues else None
+
     async def seed(self) -> int:
         """Replay each rule's last ``for + keep_firing_for`` of history (``query_range``).
 
@@ -168,6 +184,16 @@ class RuleRunner:
             include=self.focus() if self.focus is not None else (),
             managed=self.managed,
         )
+        pending = [v.target for v in verdicts if v.transition is Transition.PENDING]
+        if pending:
+            onsets = await self._date_onsets(rule, evaluator, pending, now)
+            if onsets:
+                verdicts = [
+                    dataclasses.replace(v, since=at, began=at.wall)
+                    if (at := onsets.get(v.target)) is not None and v.state is RuleState.PENDING
+                    else v
+                    for v in verdicts
+                ]
 
         failure = next((o for o in (outcome, *traffic) if isinstance(o, PrometheusError)), None)
         self._track_outage(rule, failure, now)
@@ -185,6 +211,47 @@ class RuleRunner:
             if verdict.transition is not None:
                 _log_transition(verdict)
         return verdicts, failure is not None
+
+    async def _date_onsets(
+        self,
+        rule: RuleSettings,
+        evaluator: RuleEvaluator,
+        targets: list[Target],
+        now: Instant,
+    ) -> dict[Target, Instant]:
+        """Move the start of each newly pending hold back to its breach's onset, found in
+        the rule's data since the tick before; returns the targets moved, with their onset."""
+        interval = rule.interval.total_seconds()
+        step = interval / ONSET_POINTS
+        end = now.wall.timestamp()
+        window = {"start": end - interval + step, "end": end, "step": step}
+        labels = rule.target_labels
+        try:
+            history = await self._source.query_range(rule.expr, target_labels=labels, **window)
+            traffic = (
+                dict(
+                    await self._source.query_range(
+                        rule.min_traffic.expr, target_labels=labels, **window
+                    )
+                )
+                if rule.min_traffic is not None
+                else None
+            )
+        except PrometheusError as exc:
+            log.debug("onset_not_dated", rule=rule.name, code=exc.code)
+            return {}
+        none = QueryResult(values={})
+        columns = [
+            (
+                Instant(now.monotonic - (end - stamp), datetime.fromtimestamp(stamp, UTC)),
+                result,
+                traffic.get(stamp, none) if traffic is not None else None,
+            )
+            for stamp, result in history
+            if stamp <= end
+        ]
+        onsets = evaluator.breaching_from(targets, columns)
+        return {t: at for t, at in onsets.items() if evaluator.date_onset(t, at)}
 
     async def _fetch(self, expr: str, rule: RuleSettings) -> Outcome:
         try:

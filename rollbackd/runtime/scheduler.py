@@ -8,10 +8,14 @@ one still runs is logged and counted as an overrun.
 
 Each tick is judged on the time it was due on its job's grid (``TickGrid``), not on the
 moment it happened to start: holds and windows advance by exactly one interval per tick.
+When a pending hold reaches ``for`` between two ticks (its start dated from the data, see
+``RuleRunner``), its group is evaluated once more at that moment, so a breach held for
+``for`` is acted on then, not up to an interval later. Ticks of one group never overlap.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, timedelta
@@ -56,6 +60,8 @@ class EvaluationScheduler:
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_listener(self._on_skip, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self.groups = _by_interval(runner.rules)
+        self._locks = {interval: asyncio.Lock() for interval in self.groups}
+        self._dues: dict[timedelta, tuple[Instant, asyncio.Task[None]]] = {}
 
     def start(self) -> None:
         """Schedule every group; must be called inside the running event loop."""
@@ -86,16 +92,45 @@ class EvaluationScheduler:
         """Stop scheduling; a tick already running finishes on its own."""
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
+        for _, task in self._dues.values():
+            task.cancel()
+        self._dues.clear()
 
     async def _tick(self, rules: Sequence[RuleSettings], grid: TickGrid) -> None:
         if not self._active():
             return
-        at = grid.due(self._clock.now())
+        await self._evaluate(rules, grid, grid.due(self._clock.now()))
+
+    async def _evaluate(self, rules: Sequence[RuleSettings], grid: TickGrid, at: Instant) -> None:
+        interval = rules[0].interval
         try:
-            verdicts = await self._runner.run(rules, at=at)
-            await self._sink(verdicts, at)
+            async with self._locks[interval]:
+                verdicts = await self._runner.run(rules, at=at)
+                await self._sink(verdicts, at)
         except Exception:  # a bug must not stop the next tick; it is logged in full
             log.exception("evaluation_failed", rules=[rule.name for rule in rules])
+            return
+        self._follow_due(rules, grid, at)
+
+    def _follow_due(self, rules: Sequence[RuleSettings], grid: TickGrid, at: Instant) -> None:
+        """Evaluate ``rules`` again when a pending hold reaches ``for`` before the next tick."""
+        due = self._runner.due(rules)
+        next_tick = grid.due(at).monotonic + grid.interval
+        if due is None or due.monotonic <= at.monotonic or due.monotonic >= next_tick:
+            return
+        interval = rules[0].interval
+        known = self._dues.get(interval)
+        if known is not None and not known[1].done():
+            if known[0].monotonic <= due.monotonic:
+                return
+            known[1].cancel()
+        task = asyncio.get_running_loop().create_task(self._at_due(rules, grid, due))
+        self._dues[interval] = (due, task)
+
+    async def _at_due(self, rules: Sequence[RuleSettings], grid: TickGrid, due: Instant) -> None:
+        await asyncio.sleep(max(0.0, due.monotonic - self._clock.now().monotonic))
+        if self._active():
+            await self._evaluate(rules, grid, due)
 
     def _on_skip(self, event: JobEvent) -> None:
         interval = event.job_id.removeprefix("rules-")

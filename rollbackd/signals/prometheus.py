@@ -156,7 +156,7 @@ class PrometheusSource:
     async def query_range(
         self, expr: str, *, target_labels: TargetLabels, start: float, end: float, step: float
     ) -> list[tuple[float, QueryResult]]:
-        """One ``QueryResult`` per step, oldest first (for seeding hold windows)."""
+        """One ``QueryResult`` per step, oldest first (seeding hold windows, dating onsets)."""
         series, warnings = await self._in_thread(
             lambda e: self._query_range_sync(e, start, end, step), expr
         )
@@ -183,7 +183,7 @@ class PrometheusSource:
                     expr,
                     start_time=datetime.fromtimestamp(start, UTC),
                     end_time=datetime.fromtimestamp(end, UTC),
-                    step=f"{max(step, 1.0):g}s",
+                    step=f"{max(step, 0.001):.3f}",  # seconds, to the millisecond
                     params=dict(self._settings.params),
                 )
             )

@@ -8,6 +8,7 @@ output is shown in the error.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import signal
 import socket
@@ -15,6 +16,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -193,6 +195,49 @@ class Prometheus(_Process):
         Prometheus applies its first scrape targets a few seconds after it is ready.
         """
         _wait_until_up(self.url, len(self.scrape_targets), timeout)
+
+    def query(self, expr: str, at: float) -> list[dict[str, object]]:
+        """The result of an instant query at unix time ``at``."""
+        query = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
+        with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=10) as answer:  # noqa: S310
+            result: list[dict[str, object]] = json.load(answer)["data"]["result"]
+        return result
+
+    def first_crossing(
+        self,
+        expr: str,
+        threshold: float,
+        *,
+        labels: dict[str, str],
+        start: float,
+        end: float,
+    ) -> float | None:
+        """The first scrape time in [start, end] at which ``expr > threshold`` for the
+        series with ``labels``.
+
+        ``expr`` changes only when a sample arrives, so it is judged at the timestamp of
+        every scrape of the series with those labels: no evaluator can see the breach any
+        sooner.
+        """
+        series = "{" + ",".join(f"{k}={json.dumps(v)}" for k, v in labels.items()) + "}"
+        raw = self.query(f"{series}[{math.ceil(end - start) + 1}s]", end)
+        stamps = sorted(
+            {
+                float(stamp)
+                for item in raw
+                for stamp, _ in item["values"]  # type: ignore[attr-defined]
+                if start <= float(stamp) <= end
+            }
+        )
+        for stamp in stamps:
+            values = [
+                float(item["value"][1])  # type: ignore[index]
+                for item in self.query(expr, stamp)
+                if labels.items() <= item["metric"].items()  # type: ignore[attr-defined]
+            ]
+            if any(value > threshold for value in values):
+                return stamp
+        return None
 
     def arguments(self) -> list[str]:
         return [

@@ -287,3 +287,40 @@ def test_case_9_a_restart_keeps_the_breach_start_from_history(
     assert verdict.began is not None
     assert verdict.began.timestamp() <= time.time() - 5
     assert verdict.began.timestamp() >= errors_began - 2
+
+
+def test_a_breach_is_dated_from_the_scrape_that_crossed_and_acted_on_when_for_is_up(
+    scraped: Prometheus, sample_app: SampleApp
+) -> None:
+    """At a 2s interval, the hold starts at the first scrape whose ratio crosses the
+    threshold (within the onset step of 0.1 s), and the rule fires `for` after it, between
+    ticks if need be: as soon as any evaluator could, not up to an interval later."""
+    runner, telemetry = runner_for(scraped, rule(interval="2s", **{"for": "4s"}))
+    run = Run()
+    arrivals: dict[Transition, float] = {}
+    sink = run.sink
+
+    async def timed(verdicts: list[Verdict], at: Instant) -> None:
+        for verdict in verdicts:
+            if verdict.transition is not None:
+                arrivals.setdefault(verdict.transition, time.time())
+        await sink(verdicts, at)
+
+    run.sink = timed  # type: ignore[method-assign]
+    began = time.time()
+    set_traffic(sample_app.url, "shop", "web", rps=100, error_ratio=0.3)
+    asyncio.run(run_until(runner, telemetry, run, lambda: run.first(Transition.FIRING), limit=40))
+    pending = next(v for _, v in run.seen if v.transition is Transition.PENDING)
+    firing = next(v for _, v in run.seen if v.transition is Transition.FIRING)
+    crossed = scraped.first_crossing(
+        ratio(),
+        0.05,
+        labels={"namespace": "shop", "deployment": "web"},
+        start=began - 1,
+        end=firing.since.wall.timestamp(),
+    )
+    assert crossed is not None
+    onset = pending.since.wall.timestamp()
+    assert crossed - 0.05 <= onset <= crossed + 0.1 + 0.01, (crossed, onset)
+    assert firing.since.monotonic - pending.since.monotonic == pytest.approx(4.0, abs=1e-3)
+    assert arrivals[Transition.FIRING] - (crossed + 4.0) < 0.5  # the floor, plus the step

@@ -6,7 +6,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rollbackd.errors import PrometheusUnreachable
-from rollbackd.model import QueryResult, Reason, RuleState, Target, Transition, Verdict
+from rollbackd.model import (
+    Instant,
+    QueryResult,
+    Reason,
+    RuleState,
+    Target,
+    Transition,
+    Verdict,
+)
 from rollbackd.rules.evaluate import RuleEvaluator
 from rollbackd.settings import RuleSettings
 from rollbackd.testing.clock import FakeClock
@@ -239,3 +247,45 @@ def test_quiet_mode_reports_only_what_matters() -> None:
     verdicts = evaluator.evaluate(result_values, now=clock.now(), quiet=True, include={db})
     assert {v.target for v in verdicts} == {WEB, db}
     assert len(evaluator.evaluate(result_values, now=clock.advance(2))) == 3
+
+
+def instant(seconds: float) -> Instant:
+    return FakeClock(seconds).now()
+
+
+def test_an_onset_run_is_unbroken_and_a_gap_or_a_dip_ends_it() -> None:
+    """The onset of a breach is the first point of its unbroken run up to the tick: a dip
+    or a point with no data before it ends the run, and a target healthy at the tick has
+    no onset."""
+    evaluator = RuleEvaluator(rule())
+    other, quiet = Target("shop", "api"), Target("shop", "db")
+    values = [
+        {WEB: 0.3, other: 0.01, quiet: 0.01},
+        {WEB: 0.01, other: 0.3, quiet: 0.01},
+        {WEB: 0.3, quiet: 0.01},
+        {WEB: 0.3, other: 0.3, quiet: 0.01},
+        {WEB: 0.3, other: 0.3, quiet: 0.01},
+    ]
+    columns = [(instant(100 + 0.1 * k), QueryResult(values=v), None) for k, v in enumerate(values)]
+    onsets = evaluator.breaching_from([WEB, other, quiet], columns)
+    assert onsets == {WEB: instant(100.2), other: instant(100.3)}
+
+
+def test_an_onset_moves_a_pending_hold_back_never_forward_and_never_a_firing_one() -> None:
+    """Dated from its onset, a pending hold reaches `for` sooner (``due``); a later onset
+    changes nothing, and neither does an onset for a hold that already fires."""
+    clock = FakeClock()
+    evaluator = RuleEvaluator(rule())
+    tick = clock.now()
+    evaluator.evaluate(result(0.3), now=tick)
+    assert evaluator.due == instant(tick.monotonic + 10)
+    assert not evaluator.date_onset(WEB, instant(tick.monotonic + 0.5))
+    assert evaluator.date_onset(WEB, instant(tick.monotonic - 0.7))
+    assert evaluator.due == instant(tick.monotonic + 9.3)
+    early = one(evaluator.evaluate(result(0.3), now=clock.advance(8)))
+    assert early.state is RuleState.PENDING
+    fired = one(evaluator.evaluate(result(0.3), now=clock.advance(1.3)))
+    assert fired.transition is Transition.FIRING
+    assert evaluator.due is None
+    assert not evaluator.date_onset(WEB, instant(tick.monotonic - 1.5))
+    assert one(evaluator.evaluate(result(0.3), now=clock.advance(2))).state is RuleState.FIRING

@@ -128,6 +128,11 @@ class _Source:
     async def query(self, expr: str, *, target_labels: TargetLabels) -> QueryResult:
         return QueryResult({WEB: 0.5})
 
+    async def query_range(
+        self, expr: str, *, target_labels: TargetLabels, start: float, end: float, step: float
+    ) -> list[tuple[float, QueryResult]]:
+        return []  # no history: a hold starts at the tick that saw it
+
     async def check_syntax(self, expr: str) -> bool:
         return True
 

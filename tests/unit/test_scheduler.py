@@ -7,6 +7,7 @@ import asyncio
 import io
 import itertools
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -34,6 +35,11 @@ class SlowSource:
         self.queries.append(expr)
         await asyncio.sleep(self.delay)
         return QueryResult(values={Target("shop", "web"): 0.0})
+
+    async def query_range(
+        self, expr: str, *, target_labels: TargetLabels, start: float, end: float, step: float
+    ) -> list[tuple[float, QueryResult]]:
+        return []  # no history: a hold starts at the tick that saw it
 
     async def check_syntax(self, expr: str) -> bool:
         return True
@@ -198,3 +204,69 @@ async def test_the_scheduler_dates_each_tick_on_its_grid_despite_a_jittery_clock
     assert states == [RuleState.PENDING, RuleState.PENDING, RuleState.FIRING]
     firing = seen[-1][1][0]
     assert firing.since.monotonic - seen[0][0].monotonic == pytest.approx(2.0, abs=1e-6)
+
+
+class OnsetSource(SlowSource):
+    """Breaching (1.0) now; its history shows the breach began ``onset`` seconds before
+    the end of any range asked for, as when a scrape crossed the threshold mid-interval."""
+
+    def __init__(self, onset: float) -> None:
+        super().__init__(0.0)
+        self.onset = onset
+        self.ranges: list[tuple[float, float, float]] = []
+
+    async def query(self, expr: str, *, target_labels: TargetLabels) -> QueryResult:
+        self.queries.append(expr)
+        return QueryResult(values={Target("shop", "web"): 1.0})
+
+    async def query_range(
+        self, expr: str, *, target_labels: TargetLabels, start: float, end: float, step: float
+    ) -> list[tuple[float, QueryResult]]:
+        self.ranges.append((start, end, step))
+        count = round((end - start) / step) + 1
+        stamps = [start + k * step for k in range(count)]
+        began = end - self.onset
+        return [
+            (stamp, QueryResult(values={Target("shop", "web"): float(stamp >= began - 1e-9)}))
+            for stamp in stamps
+        ]
+
+
+@pytest.mark.asyncio
+async def test_a_hold_dated_from_its_onset_fires_when_for_is_up_between_ticks() -> None:
+    """A breach the data shows 0.5 s before the tick that saw it, `for` 3s at a 2s interval:
+    the rule fires 2.5 s after that tick, when the hold is really up, not at the 4 s tick."""
+    telemetry = Telemetry()
+    rules = [
+        RuleSettings.model_validate(
+            {"name": "errors", "expr": "x", "threshold": 0.5, "interval": "2s", "for": "3s"}
+        )
+    ]
+    source = OnsetSource(0.5)
+    runner = RuleRunner(rules, source=source, clock=SystemClock(), telemetry=telemetry)
+    seen: list[tuple[float, Instant, Verdict]] = []
+    fired = asyncio.Event()
+
+    async def sink(verdicts: list[Verdict], at: Instant) -> None:
+        seen.extend((time.monotonic(), at, v) for v in verdicts)
+        if any(v.transition is Transition.FIRING for v in verdicts):
+            fired.set()
+
+    scheduler = EvaluationScheduler(runner, sink=sink, telemetry=telemetry)
+    scheduler.start()
+    try:
+        await asyncio.wait_for(fired.wait(), 6)
+    finally:
+        scheduler.shutdown()
+    first_tick = seen[0][1]
+    pending = seen[0][2]
+    assert pending.transition is Transition.PENDING
+    assert first_tick.monotonic - pending.since.monotonic == pytest.approx(0.5, abs=1e-6)
+    arrived, at, firing = seen[-1]
+    assert firing.transition is Transition.FIRING
+    assert at.monotonic - first_tick.monotonic == pytest.approx(2.5, abs=1e-6)
+    assert firing.since.monotonic - pending.since.monotonic == pytest.approx(3.0, abs=1e-6)
+    assert arrived - first_tick.monotonic < 3.0  # acted on before the 4 s tick by far
+    assert len(source.ranges) == 1  # the onset is looked for once, when the hold begins
+    start, end, step = source.ranges[0]
+    assert (end - start, step) == (pytest.approx(1.9), pytest.approx(0.1))
