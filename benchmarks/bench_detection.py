@@ -8,8 +8,9 @@ workload starts failing to the moment the rollback PATCH reaches the fake API se
 the same run, the Alertmanager path: a Prometheus alerting rule with the same expression
 and ``for``, its group evaluated at the same interval, Alertmanager with ``group_wait:
 0s``, measured to the moment its webhook arrives. The physical floor, per release: the
-first scrape at which the ratio Prometheus computes crosses the threshold (the ratio
-judged at the timestamp of each scrape) plus ``for``; no evaluator can act sooner. The
+first moment the ratio Prometheus computes from its data is over the threshold and stays
+over it for ``for`` (judged every 10 ms: between scrapes the ratio still moves as samples
+leave the rate window), plus ``for``; no evaluator can act sooner. The
 daemon runs with the default leader-election timings (15 s / 10 s / 2 s): the Lease
 requests per minute at steady state are the leader's API load.
 
@@ -31,7 +32,7 @@ from rollbackd.testing.sandbox import RULE_EXPR, Sandbox, wait_until
 from rollbackd.testing.services import Prometheus
 from rollbackd.testing.serving import BackgroundServer
 
-FOR, SCRAPE, THRESHOLD = 10.0, 1.0, 0.05
+FOR, THRESHOLD = 10.0, 0.05
 ALERTS = """
 groups:
   - name: detection
@@ -148,8 +149,8 @@ def measure(runs: int, interval: int) -> dict[str, Any]:
 
 def floor(prometheus: Prometheus, name: str, failing_since: float) -> float | None:
     """Seconds from the first failing request to the earliest moment any evaluator could
-    act: the first scrape whose ratio, in Prometheus's own data, crosses the threshold,
-    then ``for``."""
+    act: the first moment the ratio, in Prometheus's own data (judged every 10 ms), is over
+    the threshold and stays over it for ``for``, then ``for``."""
     wall_since = time.time() - (time.monotonic() - failing_since)
     crossed = prometheus.first_crossing(
         RULE_EXPR,
@@ -157,6 +158,7 @@ def floor(prometheus: Prometheus, name: str, failing_since: float) -> float | No
         labels={"deployment": name},
         start=wall_since - 1,
         end=wall_since + 40,
+        held=FOR,
     )
     return None if crossed is None else crossed + FOR - wall_since
 

@@ -8,7 +8,6 @@ output is shown in the error.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import signal
 import socket
@@ -196,13 +195,6 @@ class Prometheus(_Process):
         """
         _wait_until_up(self.url, len(self.scrape_targets), timeout)
 
-    def query(self, expr: str, at: float) -> list[dict[str, object]]:
-        """The result of an instant query at unix time ``at``."""
-        query = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"})
-        with urllib.request.urlopen(f"{self.url}/api/v1/query?{query}", timeout=10) as answer:  # noqa: S310
-            result: list[dict[str, object]] = json.load(answer)["data"]["result"]
-        return result
-
     def first_crossing(
         self,
         expr: str,
@@ -211,33 +203,37 @@ class Prometheus(_Process):
         labels: dict[str, str],
         start: float,
         end: float,
+        step: float = 0.01,
+        held: float = 0.0,
     ) -> float | None:
-        """The first scrape time in [start, end] at which ``expr > threshold`` for the
-        series with ``labels``.
+        """The first moment in [start, end], to ``step`` seconds, at which ``expr >
+        threshold`` for the series with ``labels`` and then stays so for ``held`` seconds:
+        no evaluator can see the breach (held for ``held``) sooner.
 
-        ``expr`` changes only when a sample arrives, so it is judged at the timestamp of
-        every scrape of the series with those labels: no evaluator can see the breach any
-        sooner.
+        Between scrapes the value still moves (a sample leaves the rate window, the
+        extrapolation to its edges changes), so the expression is judged at every ``step``,
+        not only at scrape times.
         """
-        series = "{" + ",".join(f"{k}={json.dumps(v)}" for k, v in labels.items()) + "}"
-        raw = self.query(f"{series}[{math.ceil(end - start) + 1}s]", end)
-        stamps = sorted(
-            {
-                float(stamp)
-                for item in raw
-                for stamp, _ in item["values"]  # type: ignore[attr-defined]
-                if start <= float(stamp) <= end
-            }
+        query = urllib.parse.urlencode(
+            {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}", "step": f"{step:g}"}
         )
-        for stamp in stamps:
-            values = [
-                float(item["value"][1])  # type: ignore[index]
-                for item in self.query(expr, stamp)
-                if labels.items() <= item["metric"].items()  # type: ignore[attr-defined]
-            ]
-            if any(value > threshold for value in values):
-                return stamp
-        return None
+        url = f"{self.url}/api/v1/query_range?{query}"
+        with urllib.request.urlopen(url, timeout=30) as answer:  # noqa: S310
+            result = json.load(answer)["data"]["result"]
+        crossings = []
+        for item in result:
+            if not labels.items() <= item["metric"].items():
+                continue
+            began: float | None = None
+            for stamp, value in item["values"]:
+                if float(value) <= threshold:
+                    began = None
+                    continue
+                began = float(stamp) if began is None else began
+                if float(stamp) - began >= held - step / 2:
+                    crossings.append(began)
+                    break
+        return min(crossings, default=None)
 
     def arguments(self) -> list[str]:
         return [
