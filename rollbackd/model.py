@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from itertools import compress, repeat
+from math import isnan
+from operator import ne
 from typing import NamedTuple
 
 
@@ -57,6 +61,89 @@ class Instant:
         return self.monotonic - earlier.monotonic
 
 
+class SeriesValues(Mapping[Target, float]):
+    """The values of an instant vector whose every series carries exactly the two target
+    labels, kept as three columns (namespaces, names, numbers) until they are asked for.
+
+    Such a vector names each target once (a vector never repeats a label set), so none is
+    ambiguous, and ``pick`` finds the few targets worth judging without building a
+    ``Target`` for each of the thousands that are healthy. Any other use builds the whole
+    mapping once.
+    """
+
+    __slots__ = ("_names", "_namespaces", "_numbers", "_whole")
+
+    def __init__(self, namespaces: list[str], names: list[str], numbers: list[float]) -> None:
+        self._namespaces, self._names, self._numbers = namespaces, names, numbers
+        self._whole: dict[Target, float] | None = None
+
+    def _built(self) -> dict[Target, float]:
+        if self._whole is None:
+            new = tuple.__new__
+            self._whole = {
+                new(Target, key): number
+                for key, number in zip(
+                    zip(self._namespaces, self._names, strict=True), self._numbers, strict=True
+                )
+            }
+            self._namespaces, self._names, self._numbers = [], [], []
+        return self._whole
+
+    def __getitem__(self, target: Target) -> float:
+        return self._built()[target]
+
+    def __iter__(self) -> Iterator[Target]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._whole) if self._whole is not None else len(self._numbers)
+
+    def pick(self, wanted: Collection[Target], breach: Breach | None = None) -> dict[Target, float]:
+        """The targets of ``wanted`` present, and (with ``breach``) every target whose value
+        is over the line or NaN, in the answer's order; the scans run in C."""
+        if self._whole is not None:
+            return _picked(self._whole, wanted, breach)
+        names, namespaces, numbers = self._names, self._namespaces, self._numbers
+        every = range(len(numbers))
+        looked_for = {target.deployment for target in wanted}
+        found = set(compress(every, map(looked_for.__contains__, names))) if looked_for else set()
+        kept: set[int] = set()
+        if breach is not None:
+            compare, threshold = breach
+            kept.update(compress(every, map(compare, numbers, repeat(threshold))))
+            kept.update(compress(every, map(ne, numbers, numbers)))  # NaN
+        new = tuple.__new__
+        picked: dict[Target, float] = {}
+        for index in sorted(found | kept):
+            target: Target = new(Target, (namespaces[index], names[index]))
+            if index in kept or target in wanted:
+                picked[target] = numbers[index]
+        return picked
+
+
+Breach = tuple[Callable[[float, float], bool], float]
+"""A rule's comparison and threshold: a value ``v`` breaches when ``compare(v, threshold)``."""
+
+
+def pick(
+    values: Mapping[Target, float], wanted: Collection[Target], breach: Breach | None = None
+) -> dict[Target, float]:
+    """The targets of ``wanted`` present in ``values``, and (with ``breach``) every target
+    whose value is over the line or NaN."""
+    if isinstance(values, SeriesValues):
+        return values.pick(wanted, breach)
+    return _picked(values, wanted, breach)
+
+
+def _picked(
+    values: Mapping[Target, float], wanted: Collection[Target], breach: Breach | None
+) -> dict[Target, float]:
+    if breach is None:
+        return {t: v for t, v in values.items() if t in wanted}
+    compare, threshold = breach
+    return {t: v for t, v in values.items() if t in wanted or isnan(v) or compare(v, threshold)}
+
+
 @dataclass(frozen=True, slots=True)
 class QueryResult:
     """One instant query's answer, as values per target.
@@ -66,7 +153,7 @@ class QueryResult:
     value cannot be trusted.
     """
 
-    values: dict[Target, float]
+    values: Mapping[Target, float]
     ignored: int = 0
     ambiguous: frozenset[Target] = frozenset()
 

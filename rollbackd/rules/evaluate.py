@@ -33,7 +33,16 @@ from datetime import timedelta
 from typing import NamedTuple
 
 from rollbackd.errors import PrometheusError, PrometheusPartial
-from rollbackd.model import Instant, QueryResult, Reason, RuleState, Target, Transition, Verdict
+from rollbackd.model import (
+    Instant,
+    QueryResult,
+    Reason,
+    RuleState,
+    Target,
+    Transition,
+    Verdict,
+    pick,
+)
 from rollbackd.settings import Policy, RuleSettings
 
 COMPARE: dict[str, Callable[[float, float], bool]] = {
@@ -75,6 +84,33 @@ def holds(op: str, threshold: float, value: float) -> bool:
     return not math.isnan(value) and COMPARE[op](value, threshold)
 
 
+def onsets(
+    targets: Collection[Target],
+    columns: Sequence[tuple[Instant, Collection[Target]]],
+    *,
+    end: Instant,
+    step: float,
+) -> dict[Target, Instant]:
+    """For each of ``targets`` breaching up to ``end``, the first moment of its unbroken
+    run of breaching columns (``columns``: oldest first, each a time and the targets
+    breaching then, every ``step`` seconds). A column missing from the run ends it."""
+    found: dict[Target, Instant] = {}
+    running = set(targets)
+    later = end
+    for at, breaching in reversed(columns):
+        if later.seconds_since(at) > 1.5 * step:
+            break  # a time with nothing breaching, or the run does not reach the tick
+        for target in list(running):
+            if target in breaching:
+                found[target] = at
+            else:
+                running.discard(target)
+        if not running:
+            break
+        later = at
+    return found
+
+
 class RuleEvaluator:
     """Turns each evaluation's query outcome into verdicts for one rule."""
 
@@ -111,26 +147,6 @@ class RuleEvaluator:
         track.since = track.active_since = onset
         return True
 
-    def breaching_from(
-        self,
-        targets: Collection[Target],
-        columns: Sequence[tuple[Instant, QueryResult, QueryResult | None]],
-    ) -> dict[Target, Instant]:
-        """For each of ``targets`` breaching in the last column, the first column of its
-        unbroken run of breaching columns (``columns`` oldest first: time, values, traffic).
-        """
-        onsets: dict[Target, Instant] = {}
-        running = set(targets)
-        for at, values, traffic in reversed(columns):
-            for target in list(running):
-                if self._judge(target, values, traffic).breaching is True:
-                    onsets[target] = at
-                else:
-                    running.discard(target)
-            if not running:
-                break
-        return onsets
-
     @property
     def firing(self) -> int:
         """How many targets are firing now."""
@@ -163,20 +179,26 @@ class RuleEvaluator:
         elif isinstance(outcome, PrometheusError):
             targets = list(self._tracks)
         else:
-            values = outcome.values
+            values = whole = outcome.values
             if quiet and not isinstance(traffic, PrometheusError):
                 # Quiet, a target with a number on the healthy side, nothing held and not
                 # asked for has nothing to report whatever its traffic: it is not judged.
+                # Only the targets judged are looked up (see ``SeriesValues``).
                 compare, threshold = COMPARE[self.rule.op], self.rule.threshold
                 isnan = math.isnan
+                values = pick(values, {*include, *self._tracks}, (compare, threshold))
                 targets = {t for t, v in values.items() if isnan(v) or compare(v, threshold)}
                 targets.update(t for t in include if t in values)
+                if traffic is not None:
+                    rates = pick(traffic.values, targets | self._tracks.keys())
+                    traffic = QueryResult(values=rates, ignored=traffic.ignored)
+                outcome = QueryResult(values, outcome.ignored, outcome.ambiguous)
             else:
                 targets = set(values)
             targets |= outcome.ambiguous
             targets |= self._tracks.keys()
             if self.rule.on_no_data != "ok":
-                present = outcome.values.keys() | outcome.ambiguous
+                present = whole.keys() | outcome.ambiguous
                 vanished = self._seen - present
                 gone = {t for t in vanished if managed is not None and not managed(t)}
                 self._seen -= gone

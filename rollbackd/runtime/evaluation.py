@@ -7,10 +7,10 @@ tick: the first failure logs ``prometheus_query_failed`` with its code (a partia
 ``prometheus_query_recovered`` with the outage's length.
 
 A target that turns pending has its hold dated from the moment the rule's data first
-showed the breach: one ``query_range`` over the interval since the tick before, at a
-twentieth of the interval, finds it (Prometheus dates ``activeAt`` on the tick; rollbackd
-is as strict about ``for`` and up to an interval sooner). When that range cannot be read the
-hold starts at the tick, as before.
+showed the breach: one ``query_range`` of the rule's comparison over the interval since the
+tick before, at a twentieth of the interval, finds it (Prometheus dates ``activeAt`` on the
+tick; rollbackd is as strict about ``for`` and up to an interval sooner). When that range
+cannot be read the hold starts at the tick, as before.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from rollbackd.model import (
     Verdict,
 )
 from rollbackd.ports import Clock, MetricsSource
-from rollbackd.rules.evaluate import Outcome, RuleEvaluator
+from rollbackd.rules.evaluate import Outcome, RuleEvaluator, onsets
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import RuleSettings
@@ -45,8 +45,10 @@ log = get_logger(__name__)
 # Failures of Prometheus itself hit every rule at once: one outage, one log line.
 _SOURCE_WIDE = {"ERR_PROM_UNREACHABLE", "ERR_PROM_TIMEOUT", "ERR_PROM_BAD_RESPONSE"}
 
-# A breach's onset is looked for at this many points between two ticks.
+# A breach's onset is looked for at this many points between two ticks, for at most this
+# many targets turning pending at once.
 ONSET_POINTS = 20
+ONSET_LIMIT = 100
 
 
 @dataclass
@@ -220,38 +222,44 @@ class RuleRunner:
         now: Instant,
     ) -> dict[Target, Instant]:
         """Move the start of each newly pending hold back to its breach's onset, found in
-        the rule's data since the tick before; returns the targets moved, with their onset."""
+        the rule's data since the tick before; returns the targets moved, with their onset.
+
+        The range query carries the rule's comparison (``(expr) > 0.05``), so Prometheus
+        answers with the breaching points alone: a few series, not one per Deployment.
+        More than ``ONSET_LIMIT`` targets at once is a wide breach; their holds start at
+        the tick.
+        """
+        if len(targets) > ONSET_LIMIT:
+            return {}
         interval = rule.interval.total_seconds()
         step = interval / ONSET_POINTS
         end = now.wall.timestamp()
         window = {"start": end - interval + step, "end": end, "step": step}
         labels = rule.target_labels
+        exprs = [f"({rule.expr}) {rule.op} {rule.threshold!r}"]
+        if rule.min_traffic is not None:
+            low = rule.min_traffic
+            exprs.append(f"({low.expr}) {low.op} {low.threshold!r}")
         try:
-            history = await self._source.query_range(rule.expr, target_labels=labels, **window)
-            traffic = (
-                dict(
-                    await self._source.query_range(
-                        rule.min_traffic.expr, target_labels=labels, **window
-                    )
-                )
-                if rule.min_traffic is not None
-                else None
-            )
+            answers = [
+                dict(await self._source.query_range(e, target_labels=labels, **window))
+                for e in exprs
+            ]
         except PrometheusError as exc:
             log.debug("onset_not_dated", rule=rule.name, code=exc.code)
             return {}
-        none = QueryResult(values={})
-        columns = [
-            (
-                Instant(now.monotonic - (end - stamp), datetime.fromtimestamp(stamp, UTC)),
-                result,
-                traffic.get(stamp, none) if traffic is not None else None,
-            )
-            for stamp, result in history
-            if stamp <= end
-        ]
-        onsets = evaluator.breaching_from(targets, columns)
-        return {t: at for t, at in onsets.items() if evaluator.date_onset(t, at)}
+        breaching, *traffic = answers
+        columns = []
+        for stamp, result in sorted(breaching.items()):
+            if stamp > end:
+                continue
+            found = set(result.values)
+            if traffic:
+                found &= set(traffic[0].get(stamp, QueryResult(values={})).values)
+            at = Instant(now.monotonic - (end - stamp), datetime.fromtimestamp(stamp, UTC))
+            columns.append((at, found))
+        dated = onsets(targets, columns, end=now, step=step)
+        return {t: at for t, at in dated.items() if evaluator.date_onset(t, at)}
 
     async def _fetch(self, expr: str, rule: RuleSettings) -> Outcome:
         try:

@@ -49,7 +49,7 @@ from rollbackd.errors import (
     PrometheusUnreachable,
     SecretUnavailable,
 )
-from rollbackd.model import QueryResult, Target
+from rollbackd.model import QueryResult, SeriesValues, Target
 from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import PrometheusSettings, TargetLabels, read_secret_file, secret_from
 
@@ -96,25 +96,79 @@ class _Credentials(requests.auth.AuthBase):
 
 
 def to_query_result(series: list[Any], target_labels: TargetLabels) -> QueryResult:
-    """Map an instant vector's series to values per target."""
+    """Map an instant vector's series to values per target.
+
+    Raises ``PrometheusBadQuery`` when an item is not an instant-vector sample (a range
+    query's matrix, a scalar), ``PrometheusBadResponse`` when a sample holds no number.
+    """
     values: dict[Target, float] = {}
-    seen_twice: set[Target] = set()
     ignored = 0
     ns_label, name_label = target_labels.namespace, target_labels.deployment
     new = tuple.__new__  # Target(a, b) without the named tuple's Python-level __new__
+    try:
+        columns = _columns(series, ns_label, name_label)
+        if columns is not None:
+            return QueryResult(values=SeriesValues(*columns))
+        for item in series:
+            labels = item["metric"]
+            namespace, name = labels.get(ns_label), labels.get(name_label)
+            if not namespace or not name:
+                ignored += 1
+                continue
+            # float() parses "NaN", "+Inf" and "-Inf" as Prometheus writes them
+            values[new(Target, (namespace, name))] = float(item["value"][1])
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError):
+        if all(isinstance(item, dict) and "value" in item for item in series):
+            raise PrometheusBadResponse(
+                "unexpected answer from Prometheus: a sample without a number"
+            ) from None
+        raise PrometheusBadQuery(
+            "the query must return an instant vector (one sample per series)",
+            error_type="bad_data",
+        ) from None
+    if len(values) + ignored < len(series):  # a target named by more than one series
+        return _without_repeats(series, values, ignored, ns_label, name_label)
+    return QueryResult(values=values, ignored=ignored)
+
+
+def _columns(
+    series: list[Any], ns_label: str, name_label: str
+) -> tuple[list[str], list[str], list[float]] | None:
+    """Namespaces, names and numbers of a vector whose every series has exactly the two
+    target labels, both set (one target per series, none ambiguous); None otherwise.
+
+    One pass with bound appends: at 50,000 series each pass over a freshly decoded answer
+    costs more than the work done in it."""
+    namespaces: list[str] = []
+    names: list[str] = []
+    numbers: list[float] = []
+    add_namespace, add_name, add_number = namespaces.append, names.append, numbers.append
     for item in series:
-        labels = item.get("metric", {})
-        namespace, name = labels.get(ns_label), labels.get(name_label)
+        metric = item["metric"]
+        if len(metric) != 2:
+            return None
+        namespace, name = metric.get(ns_label), metric.get(name_label)
         if not namespace or not name:
-            ignored += 1
-            continue
-        target: Target = new(Target, (namespace, name))
-        if target in values:
-            seen_twice.add(target)
-        values[target] = float(item["value"][1])  # parses "NaN", "+Inf", "-Inf"
-    for target in seen_twice:
+            return None
+        add_namespace(namespace)
+        add_name(name)
+        add_number(float(item["value"][1]))
+    return namespaces, names, numbers
+
+
+def _without_repeats(
+    series: list[Any], values: dict[Target, float], ignored: int, ns_label: str, name_label: str
+) -> QueryResult:
+    counts: dict[tuple[str, str], int] = {}
+    for item in series:
+        labels = item["metric"]
+        key = (labels.get(ns_label), labels.get(name_label))
+        if key[0] and key[1]:
+            counts[key] = counts.get(key, 0) + 1
+    repeated = frozenset(Target(*key) for key, count in counts.items() if count > 1)
+    for target in repeated:
         del values[target]
-    return QueryResult(values=values, ignored=ignored, ambiguous=frozenset(seen_twice))
+    return QueryResult(values=values, ignored=ignored, ambiguous=repeated)
 
 
 class PrometheusSource:
@@ -124,6 +178,7 @@ class PrometheusSource:
         self._settings = settings
         self._timeout = settings.timeout.total_seconds()
         self._last = threading.local()
+        self._decoding = threading.Lock()
         self._session = _session(settings)
         self._session.hooks["response"].append(self._remember)
         self._syntax_unavailable = False
@@ -216,13 +271,12 @@ class PrometheusSource:
         # Prometheus's own timeout aborts the query server-side, a little before ours.
         timeout = f"{max(int(self._timeout * 1000) - 500, 500)}ms"
         try:
-            series = self._instant(expr, {**self._settings.params, "timeout": timeout})
-            if not all(isinstance(item, dict) and "value" in item for item in series):
-                raise PrometheusBadQuery(
-                    "the query must return an instant vector (one sample per series)",
-                    error_type="bad_data",
-                )
-            return to_query_result(series, target_labels), self._warnings()
+            body = self._answer(expr, {**self._settings.params, "timeout": timeout})
+            # One answer decoded at a time: decoding holds the GIL anyway, and at 50,000
+            # series each decoded answer is some 30 MB of objects, freed once mapped.
+            with self._decoding:
+                result = to_query_result(orjson.loads(body)["data"]["result"], target_labels)
+            return result, self._warnings()
         except SecretUnavailable as exc:
             raise PrometheusCredentials(f"credentials for Prometheus: {exc.message}") from None
         except (
@@ -236,9 +290,8 @@ class PrometheusSource:
         finally:
             self._last.response = None  # do not keep a large body alive between ticks
 
-    def _instant(self, expr: str, params: dict[str, Any]) -> list[Any]:
-        """``/api/v1/query`` as the client library sends it, the answer decoded by orjson
-        (at 50,000 series the decoding is most of a tick's cost)."""
+    def _answer(self, expr: str, params: dict[str, Any]) -> bytes:
+        """The body of ``/api/v1/query`` as the client library sends it."""
         response = self._session.get(
             f"{self._settings.url}/api/v1/query",
             params={"query": expr, **params},
@@ -247,7 +300,14 @@ class PrometheusSource:
         )
         if response.status_code != 200:
             raise PrometheusApiClientException(f"HTTP Status Code {response.status_code}")
-        series: list[Any] = orjson.loads(response.content)["data"]["result"]
+        return response.content
+
+    def _instant(self, expr: str, params: dict[str, Any]) -> list[Any]:
+        """``/api/v1/query``, the answer decoded by orjson (at 50,000 series the decoding
+        is most of a tick's cost)."""
+        body = self._answer(expr, params)
+        with self._decoding:
+            series: list[Any] = orjson.loads(body)["data"]["result"]
         return series
 
     def _format_query_sync(self, expr: str) -> bool:

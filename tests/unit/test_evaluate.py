@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,11 +13,12 @@ from rollbackd.model import (
     QueryResult,
     Reason,
     RuleState,
+    SeriesValues,
     Target,
     Transition,
     Verdict,
 )
-from rollbackd.rules.evaluate import RuleEvaluator
+from rollbackd.rules.evaluate import RuleEvaluator, onsets
 from rollbackd.settings import RuleSettings
 from rollbackd.testing.clock import FakeClock
 
@@ -254,21 +257,17 @@ def instant(seconds: float) -> Instant:
 
 
 def test_an_onset_run_is_unbroken_and_a_gap_or_a_dip_ends_it() -> None:
-    """The onset of a breach is the first point of its unbroken run up to the tick: a dip
-    or a point with no data before it ends the run, and a target healthy at the tick has
-    no onset."""
-    evaluator = RuleEvaluator(rule())
-    other, quiet = Target("shop", "api"), Target("shop", "db")
-    values = [
-        {WEB: 0.3, other: 0.01, quiet: 0.01},
-        {WEB: 0.01, other: 0.3, quiet: 0.01},
-        {WEB: 0.3, quiet: 0.01},
-        {WEB: 0.3, other: 0.3, quiet: 0.01},
-        {WEB: 0.3, other: 0.3, quiet: 0.01},
-    ]
-    columns = [(instant(100 + 0.1 * k), QueryResult(values=v), None) for k, v in enumerate(values)]
-    onsets = evaluator.breaching_from([WEB, other, quiet], columns)
-    assert onsets == {WEB: instant(100.2), other: instant(100.3)}
+    """The onset of a breach is the first moment of its unbroken run up to the tick: a dip,
+    or a time with nothing breaching at all (absent from the answer), ends the run; a run
+    that stops short of the tick is no onset."""
+    other, late = Target("shop", "api"), Target("shop", "db")
+    breaching = [{WEB, other}, {WEB}, {WEB, other}, {WEB, other}, {WEB, other}]
+    columns = [(instant(100 + 0.1 * k), b) for k, b in enumerate(breaching)]
+    found = onsets([WEB, other, late], columns, end=instant(100.4), step=0.1)
+    assert found == {WEB: instant(100.0), other: instant(100.2)}
+    gap = [columns[0], *columns[2:]]  # at 100.1 nothing breached: Prometheus sent no point
+    assert onsets([WEB], gap, end=instant(100.4), step=0.1) == {WEB: instant(100.2)}
+    assert onsets([WEB], columns[:3], end=instant(100.4), step=0.1) == {}
 
 
 def test_an_onset_moves_a_pending_hold_back_never_forward_and_never_a_firing_one() -> None:
@@ -289,3 +288,71 @@ def test_an_onset_moves_a_pending_hold_back_never_forward_and_never_a_firing_one
     assert evaluator.due is None
     assert not evaluator.date_onset(WEB, instant(tick.monotonic - 1.5))
     assert one(evaluator.evaluate(result(0.3), now=clock.advance(2))).state is RuleState.FIRING
+
+
+@settings(max_examples=200)
+@given(
+    ticks=st.lists(
+        st.lists(
+            st.sampled_from([0.0, 0.01, 0.05, 0.06, 0.3, math.nan, math.inf]),
+            min_size=6,
+            max_size=6,
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+    op=st.sampled_from([">", ">=", "<", "<="]),
+    include=st.sets(st.integers(min_value=0, max_value=7), max_size=3),
+    missing=st.sets(st.integers(min_value=0, max_value=5), max_size=2),
+    traffic=st.booleans(),
+    no_data=st.sampled_from(["ok", "breach", "hold"]),
+)
+def test_quiet_judging_of_a_columnar_answer_reports_what_the_whole_answer_does(
+    ticks: list[list[float]],
+    op: str,
+    include: set[int],
+    missing: set[int],
+    traffic: bool,
+    no_data: str,
+) -> None:
+    """The edge keeps a large answer as columns and only the targets worth judging are
+    looked up: every tick's verdicts are the same as when the whole answer is a mapping
+    (targets held, asked for, breaching, NaN or gone missing, with or without min_traffic,
+    whatever ``on_no_data``)."""
+    names = [Target(f"ns-{i % 2}", f"app-{i}") for i in range(8)]
+    fields: dict[str, object] = {"op": op, "threshold": 0.05, "for": "4s", "on_no_data": no_data}
+    if traffic:
+        fields["min_traffic"] = {"expr": "rate", "threshold": 1}
+    plain, columnar = RuleEvaluator(rule(**fields)), RuleEvaluator(rule(**fields))
+    clock = FakeClock()
+    for tick, numbers in enumerate(ticks):
+        now = clock.advance(2)
+        present = [i for i in range(len(numbers)) if i not in missing or tick % 2]
+        whole = {names[i]: numbers[i] for i in present}
+        rates = {names[i]: float(i) for i in present}
+        columns = SeriesValues(
+            [names[i].namespace for i in present],
+            [names[i].deployment for i in present],
+            [numbers[i] for i in present],
+        )
+        rate_columns = SeriesValues(
+            [names[i].namespace for i in present],
+            [names[i].deployment for i in present],
+            [float(i) for i in present],
+        )
+        wanted = {names[i] for i in include}
+        expected = plain.evaluate(
+            QueryResult(whole),
+            now=now,
+            traffic=QueryResult(rates) if traffic else None,
+            quiet=True,
+            include=wanted,
+        )
+        got = columnar.evaluate(
+            QueryResult(columns),
+            now=now,
+            traffic=QueryResult(rate_columns) if traffic else None,
+            quiet=True,
+            include=wanted,
+        )
+        assert sorted(map(repr, got)) == sorted(map(repr, expected))

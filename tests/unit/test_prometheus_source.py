@@ -127,6 +127,40 @@ def test_scalar_result_is_a_bad_query(stub: PrometheusStub) -> None:
     assert isinstance(failure(stub.url), PrometheusBadQuery)
 
 
+@pytest.mark.parametrize(
+    "value",
+    ['[1700000000.0, "fast"]', "[1700000000.0]", '"0.5"'],
+    ids=["not a number", "no number", "not a pair"],
+)
+def test_a_sample_without_a_number_is_a_bad_response(stub: PrometheusStub, value: str) -> None:
+    """A backend that writes a sample without a number gets ERR_PROM_BAD_RESPONSE, like any
+    malformed answer; the tick goes on (before, the error escaped the edge unclassified)."""
+    series = '{"metric":{"namespace":"shop","deployment":"web"},"value":' + value + "}"
+    body = '{"status":"success","data":{"resultType":"vector","result":[' + series + "]}}"
+    stub.answer(body.encode())
+    exc = failure(stub.url)
+    assert type(exc) is PrometheusBadResponse
+    assert exc.code == "ERR_PROM_BAD_RESPONSE"
+
+
+def test_extra_labels_and_empty_label_values_are_mapped_as_before(stub: PrometheusStub) -> None:
+    """A vector whose series carry more than the two target labels, or an empty one, is mapped
+    series by series: unlabeled ones counted, the rest each one Deployment's value."""
+    stub.answer(
+        vector(
+            ({"namespace": "shop", "deployment": "web", "le": "0.5"}, "0.25"),
+            ({"namespace": "shop", "deployment": ""}, "1"),
+            ({"namespace": "pay", "deployment": "gw"}, "2"),
+        )
+    )
+    result = query(stub.url)
+    assert dict(result.values) == {  # type: ignore[attr-defined]
+        Target("shop", "web"): 0.25,
+        Target("pay", "gw"): 2.0,
+    }
+    assert result.ignored == 1  # type: ignore[attr-defined]
+
+
 def test_slow_prometheus_times_out(stub: PrometheusStub) -> None:
     """A Prometheus slower than the timeout yields ERR_PROM_TIMEOUT, not a hung evaluation."""
     stub.answer(vector(), delay=3)

@@ -214,6 +214,7 @@ class OnsetSource(SlowSource):
         super().__init__(0.0)
         self.onset = onset
         self.ranges: list[tuple[float, float, float]] = []
+        self.exprs: list[str] = []
 
     async def query(self, expr: str, *, target_labels: TargetLabels) -> QueryResult:
         self.queries.append(expr)
@@ -223,12 +224,15 @@ class OnsetSource(SlowSource):
         self, expr: str, *, target_labels: TargetLabels, start: float, end: float, step: float
     ) -> list[tuple[float, QueryResult]]:
         self.ranges.append((start, end, step))
+        self.exprs.append(expr)
         count = round((end - start) / step) + 1
         stamps = [start + k * step for k in range(count)]
         began = end - self.onset
+        # As Prometheus answers a comparison: only the points where it holds.
         return [
-            (stamp, QueryResult(values={Target("shop", "web"): float(stamp >= began - 1e-9)}))
+            (stamp, await self.query(expr, target_labels=target_labels))
             for stamp in stamps
+            if stamp >= began - 1e-9
         ]
 
 
@@ -267,6 +271,40 @@ async def test_a_hold_dated_from_its_onset_fires_when_for_is_up_between_ticks() 
     assert at.monotonic - first_tick.monotonic == pytest.approx(2.5, abs=1e-6)
     assert firing.since.monotonic - pending.since.monotonic == pytest.approx(3.0, abs=1e-6)
     assert arrived - first_tick.monotonic < 3.0  # acted on before the 4 s tick by far
-    assert len(source.ranges) == 1  # the onset is looked for once, when the hold begins
+    assert source.exprs == ["(x) > 0.5"]  # once, when the hold begins; the breaching points
     start, end, step = source.ranges[0]
     assert (end - start, step) == (pytest.approx(1.9), pytest.approx(0.1))
+
+
+class WideSource(OnsetSource):
+    """``count`` Deployments breaching at once."""
+
+    def __init__(self, count: int) -> None:
+        super().__init__(0.5)
+        self.count = count
+
+    async def query(self, expr: str, *, target_labels: TargetLabels) -> QueryResult:
+        self.queries.append(expr)
+        return QueryResult(values={Target("shop", f"web-{i}"): 1.0 for i in range(self.count)})
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("count", "dated"), [(100, True), (101, False)])
+async def test_a_wide_breach_is_dated_at_the_tick_without_a_range_query(
+    count: int, dated: bool
+) -> None:
+    """Up to 100 targets turning pending at once have their onsets looked up; more is a wide
+    breach, whose range answer would be as large as the cluster: holds start at the tick."""
+    rules = [
+        RuleSettings.model_validate(
+            {"name": "errors", "expr": "x", "threshold": 0.5, "interval": "2s", "for": "3s"}
+        )
+    ]
+    source = WideSource(count)
+    runner = RuleRunner(rules, source=source, clock=SystemClock(), telemetry=Telemetry())
+    tick = SystemClock().now()
+    verdicts = await runner.run(at=tick)
+    assert len(verdicts) == count
+    assert len(source.exprs) == int(dated)
+    moved = {round(tick.monotonic - v.since.monotonic, 6) for v in verdicts}
+    assert moved == ({0.5} if dated else {0.0})
