@@ -290,6 +290,13 @@ def test_an_onset_moves_a_pending_hold_back_never_forward_and_never_a_firing_one
     assert one(evaluator.evaluate(result(0.3), now=clock.advance(2))).state is RuleState.FIRING
 
 
+def as_columns(values: dict[Target, float]) -> SeriesValues:
+    """``values`` as the Prometheus edge keeps a vector of two-label series."""
+    return SeriesValues(
+        [t.namespace for t in values], [t.deployment for t in values], list(values.values())
+    )
+
+
 @settings(max_examples=200)
 @given(
     ticks=st.lists(
@@ -330,29 +337,16 @@ def test_quiet_judging_of_a_columnar_answer_reports_what_the_whole_answer_does(
         present = [i for i in range(len(numbers)) if i not in missing or tick % 2]
         whole = {names[i]: numbers[i] for i in present}
         rates = {names[i]: float(i) for i in present}
-        columns = SeriesValues(
-            [names[i].namespace for i in present],
-            [names[i].deployment for i in present],
-            [numbers[i] for i in present],
-        )
-        rate_columns = SeriesValues(
-            [names[i].namespace for i in present],
-            [names[i].deployment for i in present],
-            [float(i) for i in present],
-        )
         wanted = {names[i] for i in include}
-        expected = plain.evaluate(
-            QueryResult(whole),
-            now=now,
-            traffic=QueryResult(rates) if traffic else None,
-            quiet=True,
-            include=wanted,
-        )
-        got = columnar.evaluate(
-            QueryResult(columns),
-            now=now,
-            traffic=QueryResult(rate_columns) if traffic else None,
-            quiet=True,
-            include=wanted,
-        )
+        verdicts = [
+            evaluator.evaluate(
+                QueryResult(shape(whole)),
+                now=now,
+                traffic=QueryResult(shape(rates)) if traffic else None,
+                quiet=True,
+                include=wanted,
+            )
+            for evaluator, shape in ((plain, dict), (columnar, as_columns))
+        ]
+        expected, got = verdicts
         assert sorted(map(repr, got)) == sorted(map(repr, expected))
