@@ -17,8 +17,8 @@ across a failed evaluation) but never fires on an unknown tick, and a firing tar
 firing.
 
 A hold begins at the tick that first saw the breach, unless ``date_onset`` moves its start
-back to the moment the data itself first showed it (found between that tick and the one
-before, by ``onset``): ``due`` is then when ``for`` is up, which may fall between ticks.
+back to the moment the data itself first showed it (found in the last few intervals by
+``onsets``): ``due`` is then when ``for`` is up, which may fall between ticks.
 
 Pure: time comes in as ``now``; nothing here sleeps or does I/O.
 """
@@ -136,8 +136,8 @@ class RuleEvaluator:
         """Start ``target``'s pending hold at ``onset``, when that is earlier than its start.
 
         ``onset`` is when the rule's data first showed the breach, at a finer step than the
-        ticks; the caller finds it after the tick before the one that saw the breach, so
-        a hold is never moved back by a whole interval. Returns whether it moved.
+        ticks, looked for a few intervals back (samples are seen some time after the time
+        they carry). Returns whether it moved.
         """
         track = self._tracks.get(target)
         if track is None or track.state is not RuleState.PENDING:

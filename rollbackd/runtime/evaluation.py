@@ -7,8 +7,8 @@ tick: the first failure logs ``prometheus_query_failed`` with its code (a partia
 ``prometheus_query_recovered`` with the outage's length.
 
 A target that turns pending has its hold dated from the moment the rule's data first
-showed the breach: one ``query_range`` of the rule's comparison over the interval since the
-tick before, at a twentieth of the interval, finds it (Prometheus dates ``activeAt`` on the
+showed the breach: one ``query_range`` of the rule's comparison over the last three
+intervals, at a twentieth of the interval, finds it (Prometheus dates ``activeAt`` on the
 tick; rollbackd is as strict about ``for`` and up to an interval sooner). When that range
 cannot be read the hold starts at the tick, as before.
 """
@@ -45,9 +45,12 @@ log = get_logger(__name__)
 # Failures of Prometheus itself hit every rule at once: one outage, one log line.
 _SOURCE_WIDE = {"ERR_PROM_UNREACHABLE", "ERR_PROM_TIMEOUT", "ERR_PROM_BAD_RESPONSE"}
 
-# A breach's onset is looked for at this many points between two ticks, for at most this
-# many targets turning pending at once.
+# A breach's onset is looked for at this many points between two ticks, over this many
+# intervals back (a scrape's samples are dated when it began and seen when it ends: on a
+# loaded host the tick before may have judged before the first breaching samples arrived),
+# for at most this many targets turning pending at once.
 ONSET_POINTS = 20
+ONSET_INTERVALS = 3
 ONSET_LIMIT = 100
 
 
@@ -222,7 +225,8 @@ class RuleRunner:
         now: Instant,
     ) -> dict[Target, Instant]:
         """Move the start of each newly pending hold back to its breach's onset, found in
-        the rule's data since the tick before; returns the targets moved, with their onset.
+        the rule's data of the last ``ONSET_INTERVALS`` intervals; returns the targets
+        moved, with their onset.
 
         The range query carries the rule's comparison (``(expr) > 0.05``), so Prometheus
         answers with the breaching points alone: a few series, not one per Deployment.
@@ -234,7 +238,7 @@ class RuleRunner:
         interval = rule.interval.total_seconds()
         step = interval / ONSET_POINTS
         end = now.wall.timestamp()
-        window = {"start": end - interval + step, "end": end, "step": step}
+        window = {"start": end - ONSET_INTERVALS * interval + step, "end": end, "step": step}
         labels = rule.target_labels
         exprs = [f"({rule.expr}) {rule.op} {rule.threshold!r}"]
         if rule.min_traffic is not None:

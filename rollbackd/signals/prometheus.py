@@ -239,7 +239,13 @@ class PrometheusSource:
                     start_time=datetime.fromtimestamp(start, UTC),
                     end_time=datetime.fromtimestamp(end, UTC),
                     step=f"{max(step, 0.001):.3f}",  # seconds, to the millisecond
-                    params=dict(self._settings.params),
+                    # The client library rounds start and end to whole seconds; an onset is
+                    # looked for at tenths of a second, so they are sent to the millisecond.
+                    params={
+                        **self._settings.params,
+                        "start": f"{start:.3f}",
+                        "end": f"{end:.3f}",
+                    },
                 )
             )
             return series, self._warnings()

@@ -161,6 +161,26 @@ def test_extra_labels_and_empty_label_values_are_mapped_as_before(stub: Promethe
     assert result.ignored == 1  # type: ignore[attr-defined]
 
 
+def test_a_range_is_asked_for_to_the_millisecond(stub: PrometheusStub) -> None:
+    """A range query sends its start, end and step to the millisecond: a breach's onset is
+    looked for at tenths of a second (before, start and end were rounded to whole seconds,
+    and up to half a second of the newest points was lost)."""
+    source = PrometheusSource(PrometheusSettings(url=stub.url))
+    try:
+        asyncio.run(
+            source.query_range("up", target_labels=LABELS, start=100.25, end=106.15, step=0.1)
+        )
+    finally:
+        source.close()
+    (request,) = stub.requests
+    assert request.path == "/api/v1/query_range"
+    assert (request.params["start"], request.params["end"], request.params["step"]) == (
+        "100.250",
+        "106.150",
+        "0.100",
+    )
+
+
 def test_slow_prometheus_times_out(stub: PrometheusStub) -> None:
     """A Prometheus slower than the timeout yields ERR_PROM_TIMEOUT, not a hung evaluation."""
     stub.answer(vector(), delay=3)

@@ -273,7 +273,7 @@ async def test_a_hold_dated_from_its_onset_fires_when_for_is_up_between_ticks() 
     assert arrived - first_tick.monotonic < 3.0  # acted on before the 4 s tick by far
     assert source.exprs == ["(x) > 0.5"]  # once, when the hold begins; the breaching points
     start, end, step = source.ranges[0]
-    assert (end - start, step) == (pytest.approx(1.9), pytest.approx(0.1))
+    assert (end - start, step) == (pytest.approx(5.9), pytest.approx(0.1))  # 3 intervals
 
 
 class WideSource(OnsetSource):
