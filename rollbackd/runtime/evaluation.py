@@ -9,8 +9,8 @@ tick: the first failure logs ``prometheus_query_failed`` with its code (a partia
 A target that turns pending has its hold dated from the moment the rule's data first
 showed the breach: one ``query_range`` of the rule's comparison over the last three
 intervals, at a twentieth of the interval, finds it (Prometheus dates ``activeAt`` on the
-tick; rollbackd is as strict about ``for`` and up to an interval sooner). When that range
-cannot be read the hold starts at the tick, as before.
+tick; rollbackd is as strict about ``for``, and sooner). When that range cannot be read
+the hold starts at the tick, as before.
 """
 
 from __future__ import annotations
@@ -191,11 +191,11 @@ class RuleRunner:
         )
         pending = [v.target for v in verdicts if v.transition is Transition.PENDING]
         if pending:
-            onsets = await self._date_onsets(rule, evaluator, pending, now)
-            if onsets:
+            moved = await self._date_onsets(rule, evaluator, pending, now)
+            if moved:
                 verdicts = [
                     dataclasses.replace(v, since=at, began=at.wall)
-                    if (at := onsets.get(v.target)) is not None and v.state is RuleState.PENDING
+                    if (at := moved.get(v.target)) is not None and v.state is RuleState.PENDING
                     else v
                     for v in verdicts
                 ]
