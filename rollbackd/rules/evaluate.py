@@ -65,6 +65,7 @@ class _Track:
     since: Instant
     active_since: Instant
     last_breach: Instant
+    seen: Instant  # the tick that first saw the breach: when it began, for the guards
 
 
 class _Judgement(NamedTuple):
@@ -137,7 +138,9 @@ class RuleEvaluator:
 
         ``onset`` is when the rule's data first showed the breach, at a finer step than the
         ticks, looked for a few intervals back (samples are seen some time after the time
-        they carry). Returns whether it moved.
+        they carry). Only the hold moves: the breach still began, for the change guard, at
+        the tick that saw it, so a change the watch reports a moment after the data's onset
+        is never taken for a change after the breach. Returns whether it moved.
         """
         track = self._tracks.get(target)
         if track is None or track.state is not RuleState.PENDING:
@@ -232,7 +235,7 @@ class RuleEvaluator:
                     reason=judgement.reason,
                     error_code=judgement.error_code,
                     action=self.rule.action,
-                    began=track.active_since.wall if track else None,
+                    began=track.seen.wall if track else None,
                 )
             )
         return verdicts
@@ -269,7 +272,7 @@ class RuleEvaluator:
         track = self._tracks.get(target)
         if track is None:
             state = RuleState.FIRING if self._for <= 0 else RuleState.PENDING
-            self._tracks[target] = _Track(state, now, now, now)
+            self._tracks[target] = _Track(state, now, now, now, now)
             return Transition.FIRING if state is RuleState.FIRING else Transition.PENDING
         track.last_breach = now
         held = now.seconds_since(track.active_since)

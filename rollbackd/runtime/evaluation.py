@@ -194,7 +194,7 @@ class RuleRunner:
             moved = await self._date_onsets(rule, evaluator, pending, now)
             if moved:
                 verdicts = [
-                    dataclasses.replace(v, since=at, began=at.wall)
+                    dataclasses.replace(v, since=at)
                     if (at := moved.get(v.target)) is not None and v.state is RuleState.PENDING
                     else v
                     for v in verdicts

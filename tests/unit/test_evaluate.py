@@ -271,8 +271,9 @@ def test_an_onset_run_is_unbroken_and_a_gap_or_a_dip_ends_it() -> None:
 
 
 def test_an_onset_moves_a_pending_hold_back_never_forward_and_never_a_firing_one() -> None:
-    """Dated from its onset, a pending hold reaches `for` sooner (``due``); a later onset
-    changes nothing, and neither does an onset for a hold that already fires."""
+    """Dated from its onset, a pending hold reaches `for` sooner (``due``) while the breach
+    still began at its tick for the change guard; a later onset changes nothing, and
+    neither does an onset for a hold that already fires."""
     clock = FakeClock()
     evaluator = RuleEvaluator(rule())
     tick = clock.now()
@@ -283,6 +284,7 @@ def test_an_onset_moves_a_pending_hold_back_never_forward_and_never_a_firing_one
     assert evaluator.due == instant(tick.monotonic + 9.3)
     early = one(evaluator.evaluate(result(0.3), now=clock.advance(8)))
     assert early.state is RuleState.PENDING
+    assert early.began == tick.wall  # the change guard still dates the breach at its tick
     fired = one(evaluator.evaluate(result(0.3), now=clock.advance(1.3)))
     assert fired.transition is Transition.FIRING
     assert evaluator.due is None
