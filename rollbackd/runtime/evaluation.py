@@ -16,10 +16,9 @@ the hold starts at the tick, as before.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import structlog
@@ -161,7 +160,7 @@ class RuleRunner:
                 continue
             evaluator = RuleEvaluator(rule)
             for stamp, result in history:
-                at = Instant(now.monotonic - (end - stamp), datetime.fromtimestamp(stamp, UTC))
+                at = _dated(stamp, now=now, end=end)
                 evaluator.evaluate(
                     result,
                     now=at,
@@ -194,7 +193,7 @@ class RuleRunner:
             moved = await self._date_onsets(rule, evaluator, pending, now)
             if moved:
                 verdicts = [
-                    dataclasses.replace(v, since=at)
+                    replace(v, since=at)
                     if (at := moved.get(v.target)) is not None and v.state is RuleState.PENDING
                     else v
                     for v in verdicts
@@ -246,8 +245,10 @@ class RuleRunner:
             exprs.append(f"({low.expr}) {low.op} {low.threshold!r}")
         try:
             answers = [
-                dict(await self._source.query_range(e, target_labels=labels, **window))
-                for e in exprs
+                dict(answer)
+                for answer in await asyncio.gather(
+                    *(self._source.query_range(e, target_labels=labels, **window) for e in exprs)
+                )
             ]
         except PrometheusError as exc:
             log.debug("onset_not_dated", rule=rule.name, code=exc.code)
@@ -260,7 +261,7 @@ class RuleRunner:
             found = set(result.values)
             if traffic:
                 found &= set(traffic[0].get(stamp, QueryResult(values={})).values)
-            at = Instant(now.monotonic - (end - stamp), datetime.fromtimestamp(stamp, UTC))
+            at = _dated(stamp, now=now, end=end)
             columns.append((at, found))
         dated = onsets(targets, columns, end=now, step=step)
         return {t: at for t, at in dated.items() if evaluator.date_onset(t, at)}
@@ -308,6 +309,11 @@ class RuleRunner:
             error=failure.message,
             policy=rule.on_error,
         )
+
+
+def _dated(stamp: float, *, now: Instant, end: float) -> Instant:
+    """The instant of a range query's ``stamp`` (unix seconds), ``end`` being ``now``."""
+    return Instant(now.monotonic - (end - stamp), datetime.fromtimestamp(stamp, UTC))
 
 
 def _result(failure: PrometheusError | None) -> str:

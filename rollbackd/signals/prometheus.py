@@ -28,8 +28,9 @@ import asyncio
 import base64
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import requests
@@ -54,6 +55,8 @@ from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import PrometheusSettings, TargetLabels, read_secret_file, secret_from
 
 log = get_logger(__name__)
+
+T = TypeVar("T")
 
 _BY_ERROR_TYPE: dict[str, type[PrometheusError]] = {
     "bad_data": PrometheusBadQuery,
@@ -277,11 +280,8 @@ class PrometheusSource:
         # Prometheus's own timeout aborts the query server-side, a little before ours.
         timeout = f"{max(int(self._timeout * 1000) - 500, 500)}ms"
         try:
-            body = self._answer(expr, {**self._settings.params, "timeout": timeout})
-            # One answer decoded at a time: decoding holds the GIL anyway, and at 50,000
-            # series each decoded answer is some 30 MB of objects, freed once mapped.
-            with self._decoding:
-                result = to_query_result(orjson.loads(body)["data"]["result"], target_labels)
+            params = {**self._settings.params, "timeout": timeout}
+            result = self._instant(expr, params, lambda s: to_query_result(s, target_labels))
             return result, self._warnings()
         except SecretUnavailable as exc:
             raise PrometheusCredentials(f"credentials for Prometheus: {exc.message}") from None
@@ -296,8 +296,11 @@ class PrometheusSource:
         finally:
             self._last.response = None  # do not keep a large body alive between ticks
 
-    def _answer(self, expr: str, params: dict[str, Any]) -> bytes:
-        """The body of ``/api/v1/query`` as the client library sends it."""
+    def _instant(self, expr: str, params: dict[str, Any], mapped: Callable[[list[Any]], T]) -> T:
+        """``/api/v1/query`` as the client library sends it, the answer decoded by orjson
+        and handed to ``mapped``. One answer is decoded and mapped at a time: decoding holds
+        the GIL anyway, and at 50,000 series each decoded answer is some 30 MB of objects,
+        freed once mapped."""
         response = self._session.get(
             f"{self._settings.url}/api/v1/query",
             params={"query": expr, **params},
@@ -306,15 +309,8 @@ class PrometheusSource:
         )
         if response.status_code != 200:
             raise PrometheusApiClientException(f"HTTP Status Code {response.status_code}")
-        return response.content
-
-    def _instant(self, expr: str, params: dict[str, Any]) -> list[Any]:
-        """``/api/v1/query``, the answer decoded by orjson (at 50,000 series the decoding
-        is most of a tick's cost)."""
-        body = self._answer(expr, params)
         with self._decoding:
-            series: list[Any] = orjson.loads(body)["data"]["result"]
-        return series
+            return mapped(orjson.loads(response.content)["data"]["result"])
 
     def _format_query_sync(self, expr: str) -> bool:
         """True when the backend parsed ``expr``; False when it has no format_query (404,
