@@ -12,6 +12,7 @@ import math
 import sys
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -21,7 +22,9 @@ from rollbackd import __version__
 from rollbackd.errors import (
     ConfigError,
     DingTalkError,
+    KubeUnreachable,
     PrometheusPartial,
+    ReplayBadArguments,
     RollbackdError,
     TemplateFailed,
 )
@@ -29,6 +32,10 @@ from rollbackd.incidents.decide import decide
 from rollbackd.incidents.owners import next_step, policy
 from rollbackd.model import Event, Incident, Target, Verdict, new_incident_id
 from rollbackd.notifications.render import template_problems
+from rollbackd.replay.past import PastCluster
+from rollbackd.replay.report import Report, dumps, to_html, to_table
+from rollbackd.replay.run import Progress, replay
+from rollbackd.replay.times import parse_span
 from rollbackd.rollbacks.execute import Outcome, RollbackRequest, RollbackResult
 from rollbackd.rollbacks.pauses import lift, pause_of, resumed_message
 from rollbackd.rollbacks.plan import (
@@ -44,6 +51,7 @@ from rollbackd.runtime.logs import REDACTOR, configure_logging
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.runtime.wiring import Edges, renderer_for
 from rollbackd.settings import (
+    RuleSettings,
     Settings,
     key_line,
     load_settings,
@@ -529,6 +537,124 @@ def run(config_file: str, dry_run: bool, once: bool) -> None:
         echo(f"rollbackd: fatal: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     sys.exit(code)
+
+
+async def replay_history(
+    settings: Settings,
+    *,
+    start: datetime,
+    end: datetime,
+    rules: list[RuleSettings],
+    cluster: bool,
+    progress: Progress | None,
+) -> Report:
+    """Read the change history (unless ``cluster`` is False) and replay the span."""
+    with Edges(settings) as edges:
+        past = None
+        if cluster:
+            deployments = await edges.managed_deployments()
+            if deployments is None:
+                raise KubeUnreachable(
+                    "the cluster cannot be read for its change history "
+                    "(use --no-cluster for breaches only)"
+                )
+            replicasets = []
+            for namespace in sorted({d["metadata"]["namespace"] for d in deployments}):
+                replicasets.extend(await edges.workloads.list_replicasets(namespace, ""))
+            past = PastCluster(
+                deployments,
+                replicasets,
+                rollback=settings.rollback,
+                installation=f"{settings.leader_election.namespace}/"
+                f"{settings.leader_election.lease_name}",
+            )
+        source = edges.prometheus()
+        try:
+            return await replay(
+                settings,
+                source=source,
+                past=past,
+                start=start,
+                end=end,
+                rules=rules,
+                progress=progress,
+            )
+        finally:
+            source.close()
+
+
+def _progress_bar(done: float, total: float) -> None:
+    share = done / total if total else 1.0
+    bar = "#" * int(share * 30)
+    click.echo(f"\rreplay [{bar:<30}] {share:4.0%}", err=True, nl=share >= 1)
+
+
+@main.command("replay")
+@config_option
+@click.option("--from", "start", required=True, help="RFC 3339, now, or now less a duration: -24h")
+@click.option("--to", "end", default="now", show_default=True, help="as --from")
+@click.option("--rule", "rule_names", multiple=True, help="only this rule (repeatable)")
+@click.option(
+    "--output", type=click.Choice(["table", "json", "html"]), default="table", show_default=True
+)
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="write here, not stdout")
+@click.option("--no-cluster", is_flag=True, help="without the cluster's history: breaches only")
+def replay_(
+    *,
+    config_file: str,
+    start: str,
+    end: str,
+    rule_names: tuple[str, ...],
+    output: str,
+    out_file: str | None,
+    no_cluster: bool,
+) -> None:
+    """What rollbackd would have done over a span of Prometheus history: every breach, and
+    each decision with its reason."""
+    settings = load_or_exit(config_file)
+    configure_logging(level="warning", fmt="console", stream=sys.stderr)
+    try:
+        first, last = parse_span(start, end, now=datetime.now(UTC))
+        unknown = [n for n in rule_names if n not in {r.name for r in settings.rules}]
+        if unknown:
+            raise ReplayBadArguments(f"--rule {', '.join(unknown)}: no such rule in {config_file}")
+    except ReplayBadArguments as exc:
+        echo(f"{exc} [{exc.code}]", err=True)
+        sys.exit(EXIT_BAD_CONFIG)
+    rules = [r for r in settings.rules if not rule_names or r.name in rule_names]
+    try:
+        report = asyncio.run(
+            replay_history(
+                settings,
+                start=first,
+                end=last,
+                rules=rules,
+                cluster=not no_cluster,
+                progress=_progress_bar if sys.stderr.isatty() else None,
+            )
+        )
+    except RollbackdError as exc:
+        echo(f"replay: {exc} [{exc.code}]", err=True)
+        sys.exit(EXIT_FAILED)
+    if output == "json":
+        text = dumps(report) + "\n"
+    elif output == "html":
+        text = to_html(
+            report,
+            language=settings.notifications.language,
+            cluster_name=settings.kubernetes.cluster_name,
+        )
+    else:
+        text = to_table(report) + "\n"
+    if out_file:
+        Path(out_file).write_text(text, encoding="utf-8")
+        echo(f"wrote {out_file}", err=True)
+    else:
+        echo(text, nl=False)
+    for gap in report.gaps:
+        if gap.kind == "error":
+            echo(f"rule {gap.rule!r}: history from {gap.start} unreadable [{gap.code}]", err=True)
+    sys.exit(EXIT_FAILED if report.failed else EXIT_OK)
 
 
 @main.command("demo")

@@ -49,6 +49,8 @@ into the core.
     │   ├── DingTalkBusy                   ERR_DINGTALK_BUSY
     │   ├── DingTalkRejected               ERR_DINGTALK_REJECTED
     │   └── DingTalkUnexpected             ERR_DINGTALK_UNEXPECTED
+    ├── ReplayError                        ERR_REPLAY_FAILED
+    │   └── ReplayBadArguments             ERR_REPLAY_BAD_ARGUMENTS
     ├── NotificationError                  ERR_NOTIFY_FAILED
     │   └── TemplateFailed                 ERR_NOTIFY_TEMPLATE
     └── WebhookError                       ERR_WEBHOOK_FAILED
@@ -416,6 +418,19 @@ class DingTalkUnexpected(DingTalkError):
 
 
 # --- notifications ------------------------------------------------------------------
+
+
+class ReplayError(RollbackdError):
+    """``rollbackd replay`` could not run."""
+
+    code = "ERR_REPLAY_FAILED"
+
+
+class ReplayBadArguments(ReplayError):
+    """A ``--from``/``--to`` that is not a time (RFC 3339, ``now``, ``-24h``), a span that
+    is not forwards, or a ``--rule`` the configuration does not have (exit status 2)."""
+
+    code = "ERR_REPLAY_BAD_ARGUMENTS"
 
 
 class NotificationError(RollbackdError):

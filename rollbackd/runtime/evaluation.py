@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -34,6 +34,7 @@ from rollbackd.model import (
     Verdict,
 )
 from rollbackd.ports import Clock, MetricsSource
+from rollbackd.replay.recorded import Recorded, grid, ticks
 from rollbackd.rules.evaluate import Outcome, RuleEvaluator, onsets
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
@@ -70,8 +71,10 @@ class RuleRunner:
         clock: Clock,
         telemetry: Telemetry,
         previous: RuleRunner | None = None,
+        silent: bool = False,
     ) -> None:
         self.rules = list(rules)
+        self._silent = silent  # replaying history: no cycle, transition or outage logs
         self._source = source
         self._clock = clock
         self._telemetry = telemetry
@@ -106,6 +109,8 @@ class RuleRunner:
         started = time.perf_counter()
         batches = await asyncio.gather(*(self._evaluate(rule, now) for rule in chosen))
         verdicts = [verdict for batch, _ in batches for verdict in batch]
+        if self._silent:
+            return verdicts
         log.info(
             "evaluation_cycle",
             rules=len(chosen),
@@ -127,51 +132,43 @@ class RuleRunner:
         """Replay each rule's last ``for + keep_firing_for`` of history (``query_range``).
 
         After a restart or a leader change the hold windows are empty; seeded from history,
-        a breach keeps its start instead of beginning again at the failover. A rule whose
-        history cannot be read starts empty (logged), as before. Returns the rules seeded.
+        a breach keeps its start instead of beginning again at the failover. The history
+        is played through a ``RuleRunner`` as ``rollbackd replay`` plays it (``play``). A
+        rule whose history cannot be read starts empty (logged), as before. Returns the
+        rules seeded.
         """
         now = self._clock.now()
         end = now.wall.timestamp()
-        seeded = 0
+        recorded = Recorded(self._source)
+        grids: list[tuple[RuleSettings, list[float]]] = []
         for rule in self.rules:
             span, step = (rule.for_ + rule.keep_firing_for).total_seconds(), rule.interval
             if span <= 0:
                 continue
-            window = {"start": end - span - step.total_seconds(), "end": end}
-            labels = rule.target_labels
-            try:
-                history = await self._source.query_range(
-                    rule.expr, target_labels=labels, step=step.total_seconds(), **window
-                )
-                traffic = (
-                    dict(
-                        await self._source.query_range(
-                            rule.min_traffic.expr,
-                            target_labels=labels,
-                            step=step.total_seconds(),
-                            **window,
-                        )
-                    )
-                    if rule.min_traffic is not None
-                    else {}
-                )
-            except PrometheusError as exc:
-                log.warning("hold_state_not_seeded", rule=rule.name, code=exc.code)
+            start = end - span - step.total_seconds()
+            failure = await record(recorded, rule, start=start, end=end)
+            if failure is not None:
+                log.warning("hold_state_not_seeded", rule=rule.name, code=failure.code)
                 continue
-            evaluator = RuleEvaluator(rule)
-            for stamp, result in history:
-                at = _dated(stamp, now=now, end=end)
-                evaluator.evaluate(
-                    result,
-                    now=at,
-                    traffic=traffic.get(stamp) if rule.min_traffic is not None else None,
-                    quiet=True,
-                    managed=self.managed,
-                )
-            self._evaluators[rule.name] = evaluator
-            seeded += 1
-        log.info("hold_state_seeded", rules=seeded)
-        return seeded
+            grids.append((rule, grid(start, end, step.total_seconds())))
+        if grids:
+            runner = RuleRunner(
+                [rule for rule, _ in grids],
+                source=recorded,
+                clock=self._clock,
+                telemetry=Telemetry(),
+                silent=True,
+            )
+            runner.focus, runner.managed = tuple, self.managed
+            async for _ in play(runner, recorded, ticks(grids), dated=self._dated_by(now, end)):
+                pass
+            self._evaluators.update(runner._evaluators)
+        log.info("hold_state_seeded", rules=len(grids))
+        return len(grids)
+
+    @staticmethod
+    def _dated_by(now: Instant, end: float) -> Callable[[float], Instant]:
+        return lambda stamp: _dated(stamp, now=now, end=end)
 
     async def _evaluate(self, rule: RuleSettings, now: Instant) -> tuple[list[Verdict], bool]:
         started = time.perf_counter()
@@ -200,11 +197,13 @@ class RuleRunner:
                 ]
 
         failure = next((o for o in (outcome, *traffic) if isinstance(o, PrometheusError)), None)
-        self._track_outage(rule, failure, now)
         if failure is None:
             self.failures.pop(rule.name, None)
         else:
             self.failures[rule.name] = failure
+        if self._silent:
+            return verdicts, failure is not None
+        self._track_outage(rule, failure, now)
         metrics = self._telemetry
         metrics.rule_evaluations.labels(rule.name, _result(failure)).inc()
         metrics.rule_evaluation_seconds.labels(rule.name).observe(time.perf_counter() - started)
@@ -309,6 +308,38 @@ class RuleRunner:
             error=failure.message,
             policy=rule.on_error,
         )
+
+
+async def record(
+    recorded: Recorded, rule: RuleSettings, *, start: float, end: float
+) -> PrometheusError | None:
+    """Record ``rule``'s query (and its ``min_traffic`` query) over ``[start, end]`` at its
+    interval; the first failure, if any."""
+    step = rule.interval.total_seconds()
+    exprs = [rule.expr, *([rule.min_traffic.expr] if rule.min_traffic is not None else [])]
+    spans = await asyncio.gather(
+        *(
+            recorded.record(e, target_labels=rule.target_labels, start=start, end=end, step=step)
+            for e in exprs
+        )
+    )
+    return next((span.failure for span in spans if span.failure is not None), None)
+
+
+async def play(
+    runner: RuleRunner,
+    recorded: Recorded,
+    timeline: Iterable[tuple[float, Sequence[RuleSettings]]],
+    *,
+    dated: Callable[[float], Instant],
+) -> AsyncIterator[tuple[Instant, list[Verdict]]]:
+    """Run ``runner`` over recorded history: at each time of ``timeline``, the rules due
+    then are evaluated as one tick of the daemon, on the columns recorded for that time.
+    ``runner`` must read from ``recorded``. Seeding and ``rollbackd replay`` both play."""
+    for stamp, rules in timeline:
+        recorded.at = stamp
+        at = dated(stamp)
+        yield at, await runner.run(rules, at=at)
 
 
 def _dated(stamp: float, *, now: Instant, end: float) -> Instant:

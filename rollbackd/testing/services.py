@@ -26,6 +26,7 @@ from types import TracebackType
 import yaml
 
 PROMETHEUS_BINARIES = ("prometheus",)
+PROMTOOL_BINARIES = ("promtool",)
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
 VICTORIAMETRICS_BINARIES = ("victoria-metrics", "victoriametrics")
 DEBIAN_PACKAGES = ("prometheus", "prometheus-alertmanager", "victoria-metrics")
@@ -187,6 +188,27 @@ class Prometheus(_Process):
                 "alertmanagers": [{"static_configs": [{"targets": self.alertmanagers}]}]
             }
         (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+    def backfill(self, openmetrics: str, *, timeout: float = 300.0) -> None:
+        """Write a known history into the TSDB before ``start``: ``openmetrics`` is
+        OpenMetrics text (ending in ``# EOF``), turned into blocks by ``promtool tsdb
+        create-blocks-from openmetrics`` as an operator backfills."""
+        promtool = find_binary(PROMTOOL_BINARIES)
+        if promtool is None:
+            raise ServiceError("promtool is not installed (apt-get install prometheus)")
+        source = self.workdir / "backfill.om"
+        source.write_text(openmetrics)
+        done = subprocess.run(
+            [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), "data"],
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        source.unlink()
+        if done.returncode != 0:
+            raise ServiceError(f"promtool could not backfill:\n{done.stderr[-4000:]}")
 
     def wait_until_scraped(self, timeout: float = 30.0) -> None:
         """Block until every scrape target has been scraped successfully at least once.

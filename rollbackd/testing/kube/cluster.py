@@ -117,6 +117,8 @@ class Cluster:
         self.default_rollout: Rollout = rollout
         self.rollouts: dict[tuple[str, str], Rollout] = {}
         self.rollout_delay = 0.0
+        self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        """The control plane's time: creation and condition times (tests set the past)."""
         with self.lock:
             for name in ("default", "kube-system", "kube-public"):
                 self.put("namespaces", "", self.new_object("Namespace", "v1", name, "", {}))
@@ -127,8 +129,14 @@ class Cluster:
         self.rv += 1
         return str(self.rv)
 
+    def stamp(self) -> str:
+        """Now, by the cluster's clock, as the API server writes times."""
+        return self.clock().strftime("%Y-%m-%dT%H:%M:%SZ")
+
     @staticmethod
-    def new_object(kind: str, api_version: str, name: str, namespace: str, body: Obj) -> Obj:
+    def new_object(
+        kind: str, api_version: str, name: str, namespace: str, body: Obj, *, created: str = ""
+    ) -> Obj:
         obj = copy.deepcopy(body)
         obj["kind"], obj["apiVersion"] = kind, api_version
         metadata = obj.setdefault("metadata", {})
@@ -136,7 +144,7 @@ class Cluster:
         if namespace:
             metadata["namespace"] = namespace
         metadata["uid"] = str(uuid.uuid4())
-        metadata["creationTimestamp"] = now_rfc3339()
+        metadata["creationTimestamp"] = created or now_rfc3339()
         if kind == "Namespace":
             obj["spec"] = {"finalizers": ["kubernetes"]}
             obj["status"] = {"phase": "Active"}
@@ -268,7 +276,12 @@ class Cluster:
             )
             labels = {**spec["selector"].get("matchLabels", {}), **template["metadata"]["labels"]}
             rs = self.new_object(
-                "ReplicaSet", "apps/v1", f"{meta['name']}-{pod_hash}", meta["namespace"], {}
+                "ReplicaSet",
+                "apps/v1",
+                f"{meta['name']}-{pod_hash}",
+                meta["namespace"],
+                {},
+                created=self.stamp(),
             )
             rs["metadata"].update(
                 labels=labels,
@@ -374,7 +387,7 @@ class Cluster:
         mode = self.rollout_of(namespace, name)
         rs_name = current["metadata"]["name"] if current else ""
         old = deployment.get("status", {}).get("conditions", [])
-        stamp = now_rfc3339()
+        stamp = self.stamp()
 
         def condition(kind: str, status: str, reason: str, message: str) -> Obj:
             previous = next((c for c in old if c.get("type") == kind), None)

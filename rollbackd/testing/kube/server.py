@@ -850,7 +850,9 @@ class Resources:
             )
         kind = "Event" if self.r.plural == "events" else self.r.kind
         api_version = "v1" if self.r.plural == "events" else self.r.api_version
-        obj = Cluster.new_object(kind, api_version, name, self.ns, body)
+        obj = Cluster.new_object(
+            kind, api_version, name, self.ns, body, created=self.cluster.stamp()
+        )
         obj["metadata"].pop("resourceVersion", None)
         if self.r.plural == "deployments":
             obj["metadata"]["generation"] = 1
