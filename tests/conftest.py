@@ -27,6 +27,7 @@ from rollbackd.testing.kube import KubeApiServer
 from rollbackd.testing.sandbox import Sandbox, Warm
 from rollbackd.testing.services import (
     ALERTMANAGER_BINARIES,
+    BROWSER_PACKAGES,
     DEBIAN_PACKAGES,
     PROMETHEUS_BINARIES,
     VICTORIAMETRICS_BINARIES,
@@ -39,7 +40,11 @@ def require_binary(names: tuple[str, ...]) -> None:
     """Skip when a binary is absent on a developer machine; fail when CI is set."""
     if find_binary(names) is not None:
         return
-    package = " ".join(DEBIAN_PACKAGES) if names[0] != "kubectl" else "kubectl"
+    package = (
+        "kubectl"
+        if names[0] == "kubectl"
+        else " ".join(BROWSER_PACKAGES if "chrom" in names[0] else DEBIAN_PACKAGES)
+    )
     message = f"{names[0]} not found; install it: apt-get install {package}"
     if os.environ.get("CI"):
         pytest.fail(f"CI is set and {message}")

@@ -8,6 +8,7 @@ screenshots have a known size. Waiting is bounded.
 from __future__ import annotations
 
 import base64
+import contextlib
 import subprocess
 import tempfile
 import time
@@ -116,10 +117,8 @@ class Browser:
 
     def close(self) -> None:
         if hasattr(self, "_session"):
-            try:
+            with contextlib.suppress(httpx.HTTPError, ServiceError):
                 self._call("DELETE", self._session)
-            except (httpx.HTTPError, ServiceError):
-                pass
         self._http.close()
         if self._driver.poll() is None:
             self._driver.terminate()

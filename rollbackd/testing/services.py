@@ -30,6 +30,7 @@ PROMTOOL_BINARIES = ("promtool",)
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
 VICTORIAMETRICS_BINARIES = ("victoria-metrics", "victoriametrics")
 DEBIAN_PACKAGES = ("prometheus", "prometheus-alertmanager", "victoria-metrics")
+BROWSER_PACKAGES = ("chromium", "chromium-driver")
 
 
 class ServiceError(RuntimeError):

@@ -77,9 +77,8 @@ def openmetrics() -> str:
             value = ratio(name, minute)
             if value is not None:
                 stamp = int((START + timedelta(minutes=minute)).timestamp())
-                lines.append(
-                    f'app_error_ratio{{namespace="{NAMESPACE}",deployment="{name}"}} {value} {stamp}'
-                )
+                labels = f'namespace="{NAMESPACE}",deployment="{name}"'
+                lines.append(f"app_error_ratio{{{labels}}} {value} {stamp}")
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
 
