@@ -104,19 +104,21 @@ class PastCluster:
     ) -> None:
         self._rollback = rollback
         self._installation = installation
-        by_namespace: dict[str, list[Obj]] = {}
+        by_owner: dict[str, list[Obj]] = {}
         for rs in replicasets:
-            by_namespace.setdefault(rs["metadata"]["namespace"], []).append(rs)
+            for ref in rs["metadata"].get("ownerReferences") or []:
+                if ref.get("controller"):
+                    by_owner.setdefault(str(ref.get("uid")), []).append(rs)
         self._workloads: dict[Target, _Workload] = {}
         for deployment in deployments:
             meta = deployment["metadata"]
             target = Target(meta["namespace"], meta["name"])
-            owned = rollout_history(deployment, by_namespace.get(target.namespace, []))
+            owned = by_owner.get(str(meta.get("uid")), [])
+            names = {rs["metadata"]["name"]: rs for rs in owned}
             found = {
-                r.template_hash: rs
-                for r in owned.revisions
-                for rs in by_namespace.get(target.namespace, [])
-                if rs["metadata"]["name"] == r.replicaset and r.template_hash
+                r.template_hash: names[r.replicaset]
+                for r in rollout_history(deployment, owned).revisions
+                if r.template_hash
             }
             changes = [Change(at, h) for h, rs in found.items() if (at := _created(rs)) is not None]
             last = read_state(meta.get("annotations") or {}).last_rollback

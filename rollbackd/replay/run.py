@@ -19,7 +19,15 @@ from datetime import UTC, datetime, timedelta
 
 from rollbackd.errors import PrometheusError
 from rollbackd.incidents import lifecycle as core
-from rollbackd.model import Instant, QueryResult, RuleState, Target, Transition, Verdict
+from rollbackd.model import (
+    Instant,
+    QueryResult,
+    RuleState,
+    Target,
+    Transition,
+    Verdict,
+    pick,
+)
 from rollbackd.ports import MetricsSource
 from rollbackd.replay.past import PastCluster
 from rollbackd.replay.recorded import Recorded, grid, ticks
@@ -87,17 +95,19 @@ class Replayer:
 
     def columns(self, recorded: Recorded, stamp: float, rules: Sequence[RuleSettings]) -> None:
         """Keep the columns of ``rules`` at ``stamp`` for the charts."""
+        charted = [*self.open.values(), *self.closing]
         for rule in rules:
             column = recorded.column(rule.expr, stamp)
             self.recent[rule.name].append((stamp, column))
-            for episode in [*self.open.values(), *self.closing]:
-                if episode.rule.name == rule.name:
-                    episode.points.append((stamp, _value(column, episode.target)))
-                    if episode.ended is not None:
-                        episode.after += 1
-        done = [e for e in self.closing if e.after >= CONTEXT_POINTS]
-        for episode in done:
-            self.closing.remove(episode)
+            episodes = [e for e in charted if e.rule.name == rule.name]
+            if not episodes:
+                continue
+            values = _values(column, {e.target for e in episodes})
+            for episode in episodes:
+                episode.points.append((stamp, values.get(episode.target)))
+                if episode.ended is not None:
+                    episode.after += 1
+        self.closing = [e for e in self.closing if e.after < CONTEXT_POINTS]
 
     def tick(self, at: Instant, verdicts: list[Verdict]) -> None:
         """One tick's verdicts: breaches followed, then the incident core stepped."""
@@ -112,7 +122,7 @@ class Replayer:
             if verdict.transition in (Transition.PENDING, Transition.FIRING) and episode is None:
                 episode = _Episode(rules[verdict.rule], verdict.target, verdict.since.wall)
                 episode.points = [
-                    (stamp, _value(column, verdict.target))
+                    (stamp, _values(column, {verdict.target}).get(verdict.target))
                     for stamp, column in list(self.recent[verdict.rule])[:-1]
                 ]
                 episode.points.append((at.wall.timestamp(), verdict.value))
@@ -225,11 +235,12 @@ class Replayer:
         )
 
 
-def _value(column: QueryResult | PrometheusError, target: Target) -> float | None:
+def _values(column: QueryResult | PrometheusError, targets: set[Target]) -> dict[Target, float]:
+    """The numbers of ``targets`` in ``column`` (looked up without mapping the whole of
+    it: a column holds every Deployment)."""
     if isinstance(column, PrometheusError):
-        return None
-    value = column.values.get(target)
-    return None if value is None or math.isnan(value) else value
+        return {}
+    return {t: v for t, v in pick(column.values, targets).items() if not math.isnan(v)}
 
 
 def _no_data(recorded: Recorded, rule: RuleSettings, stamps: list[float]) -> list[Gap]:

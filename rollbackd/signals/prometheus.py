@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import gc
 import json
 import threading
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from operator import itemgetter
 from typing import Any, TypeVar
 
 import orjson
@@ -134,6 +136,64 @@ def to_query_result(series: list[Any], target_labels: TargetLabels) -> QueryResu
     return QueryResult(values=values, ignored=ignored)
 
 
+def to_range_results(
+    series: list[Any], target_labels: TargetLabels
+) -> list[tuple[float, QueryResult]]:
+    """Map a range query's matrix to one ``QueryResult`` per time, oldest first.
+
+    When every series carries exactly the two target labels and the same times (a dense
+    history: the usual case), the matrix is turned into columns in C (``zip``), each a
+    ``SeriesValues`` sharing one list of namespaces and one of names. Otherwise each time's
+    samples are gathered and mapped as an instant vector.
+    """
+    try:
+        dense = _dense_columns(series, target_labels.namespace, target_labels.deployment)
+        if dense is not None:
+            return dense
+        by_time: dict[float, list[Any]] = {}
+        for item in series:
+            metric = item.get("metric", {})
+            for stamp, value in item.get("values", []):
+                by_time.setdefault(float(stamp), []).append(
+                    {"metric": metric, "value": [stamp, value]}
+                )
+    except (KeyError, TypeError, IndexError, AttributeError, ValueError):
+        raise PrometheusBadResponse(
+            "unexpected answer from Prometheus: not a matrix of numbers"
+        ) from None
+    return [
+        (stamp, to_query_result(points, target_labels)) for stamp, points in sorted(by_time.items())
+    ]
+
+
+def _dense_columns(
+    series: list[Any], ns_label: str, name_label: str
+) -> list[tuple[float, QueryResult]] | None:
+    if not series:
+        return []
+    namespaces, names, numbers = [], [], []
+    stamps: list[Any] | None = None
+    first, second = itemgetter(0), itemgetter(1)
+    for item in series:
+        metric = item["metric"]
+        if len(metric) != 2 or not metric.get(ns_label) or not metric.get(name_label):
+            return None
+        values = item["values"]
+        times = list(map(first, values))
+        if stamps is None:
+            stamps = times
+        elif times != stamps:
+            return None
+        namespaces.append(metric[ns_label])
+        names.append(metric[name_label])
+        numbers.append(list(map(float, map(second, values))))
+    assert stamps is not None
+    return [
+        (float(stamp), QueryResult(values=SeriesValues(namespaces, names, list(column))))
+        for stamp, column in zip(stamps, zip(*numbers, strict=True), strict=True)
+    ]
+
+
 def _columns(
     series: list[Any], ns_label: str, name_label: str
 ) -> tuple[list[str], list[str], list[float]] | None:
@@ -214,47 +274,41 @@ class PrometheusSource:
     async def query_range(
         self, expr: str, *, target_labels: TargetLabels, start: float, end: float, step: float
     ) -> list[tuple[float, QueryResult]]:
-        """One ``QueryResult`` per step, oldest first (seeding hold windows, dating onsets)."""
-        series, warnings = await self._in_thread(
-            lambda e: self._query_range_sync(e, start, end, step), expr
+        """One ``QueryResult`` per step, oldest first (seeding hold windows, dating onsets,
+        replaying history). Mapped in the worker thread, one answer at a time."""
+        answer: tuple[list[tuple[float, QueryResult]], list[str]] = await self._in_thread(
+            lambda e: self._query_range_sync(e, target_labels, start, end, step), expr
         )
+        results, warnings = answer
         if warnings:
             raise _partial(warnings)
-        by_time: dict[float, list[Any]] = {}
-        for item in series:
-            for stamp, value in item.get("values", []):
-                by_time.setdefault(float(stamp), []).append(
-                    {"metric": item.get("metric", {}), "value": [stamp, value]}
-                )
-        return [
-            (stamp, to_query_result(points, target_labels))
-            for stamp, points in sorted(by_time.items())
-        ]
+        return results
 
     def _query_range_sync(
-        self, expr: str, start: float, end: float, step: float
-    ) -> tuple[list[Any], list[str]]:
+        self, expr: str, target_labels: TargetLabels, start: float, end: float, step: float
+    ) -> tuple[list[tuple[float, QueryResult]], list[str]]:
         self._last.response = None
         try:
-            series = list(
-                self._client.custom_query_range(
-                    expr,
-                    start_time=datetime.fromtimestamp(start, UTC),
-                    end_time=datetime.fromtimestamp(end, UTC),
-                    step=f"{max(step, 0.001):.3f}",  # seconds, to the millisecond
-                    # The client library rounds start and end to whole seconds; an onset is
-                    # looked for at tenths of a second, so they are sent to the millisecond.
-                    params={
-                        **self._settings.params,
-                        "start": f"{start:.3f}",
-                        "end": f"{end:.3f}",
-                    },
-                )
+            # To the millisecond: an onset is looked for at tenths of a second.
+            params = {
+                **self._settings.params,
+                "start": f"{start:.3f}",
+                "end": f"{end:.3f}",
+                "step": f"{max(step, 0.001):.3f}",
+            }
+            results = self._get(
+                "query_range", expr, params, lambda s: to_range_results(s, target_labels)
             )
-            return series, self._warnings()
+            return results, self._warnings()
         except SecretUnavailable as exc:
             raise PrometheusCredentials(f"credentials for Prometheus: {exc.message}") from None
-        except (PrometheusApiClientException, requests.RequestException, KeyError) as exc:
+        except (
+            PrometheusApiClientException,
+            requests.RequestException,
+            KeyError,
+            TypeError,
+            orjson.JSONDecodeError,
+        ) as exc:
             raise self._classify(exc) from exc
         finally:
             self._last.response = None
@@ -281,7 +335,7 @@ class PrometheusSource:
         timeout = f"{max(int(self._timeout * 1000) - 500, 500)}ms"
         try:
             params = {**self._settings.params, "timeout": timeout}
-            result = self._instant(expr, params, lambda s: to_query_result(s, target_labels))
+            result = self._get("query", expr, params, lambda s: to_query_result(s, target_labels))
             return result, self._warnings()
         except SecretUnavailable as exc:
             raise PrometheusCredentials(f"credentials for Prometheus: {exc.message}") from None
@@ -296,20 +350,24 @@ class PrometheusSource:
         finally:
             self._last.response = None  # do not keep a large body alive between ticks
 
-    def _instant(self, expr: str, params: dict[str, Any], mapped: Callable[[list[Any]], T]) -> T:
-        """``/api/v1/query`` as the client library sends it, the answer decoded by orjson
-        and handed to ``mapped``. One answer is decoded and mapped at a time: decoding holds
-        the GIL anyway, and at 50,000 series each decoded answer is some 30 MB of objects,
-        freed once mapped."""
+    def _get(
+        self, path: str, expr: str, params: dict[str, Any], mapped: Callable[[list[Any]], T]
+    ) -> T:
+        """``/api/v1/query`` or ``/api/v1/query_range`` as the client library sends them,
+        the answer decoded by orjson and handed to ``mapped``. One answer is decoded and
+        mapped at a time: decoding holds the GIL anyway, and at 50,000 series each decoded
+        answer is some 30 MB of objects, freed once mapped. The collector is paused
+        meanwhile: a decoded answer holds no cycles, and a collection every 700 of its
+        lists would only walk them (replaying a day was four fifths collection)."""
         response = self._session.get(
-            f"{self._settings.url}/api/v1/query",
+            f"{self._settings.url}/api/v1/{path}",
             params={"query": expr, **params},
             auth=self._client.auth,
             timeout=self._timeout,
         )
         if response.status_code != 200:
             raise PrometheusApiClientException(f"HTTP Status Code {response.status_code}")
-        with self._decoding:
+        with self._decoding, _collector_paused():
             return mapped(orjson.loads(response.content)["data"]["result"])
 
     def _format_query_sync(self, expr: str) -> bool:
@@ -381,6 +439,18 @@ class PrometheusSource:
         elif cls is None:
             cls = PrometheusUnreachable if response.status_code >= 500 else PrometheusBadResponse
         return cls(f"{error_type or 'error'}: {message}", error_type=error_type)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """No cyclic garbage collection within (reference counting still frees)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _partial(warnings: list[str], result: QueryResult | None = None) -> PrometheusPartial:

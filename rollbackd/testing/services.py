@@ -306,6 +306,7 @@ class VictoriaMetrics(_Process):
         scrape_targets: Sequence[str] = (),
         scrape_interval: str = "1s",
         latency_offset: str = "0s",
+        retention: str = "1d",
         binary: str | None = None,
     ) -> None:
         found = binary or find_binary(VICTORIAMETRICS_BINARIES)
@@ -314,6 +315,7 @@ class VictoriaMetrics(_Process):
         super().__init__(binary=found, name="victoriametrics", ready_path="/health")
         self.scrape_targets = list(scrape_targets)
         self.latency_offset = latency_offset
+        self.retention = retention
         config = _scrape_config(self.scrape_targets, scrape_interval)
         (self.workdir / "scrape.yml").write_text(yaml.safe_dump(config))
 
@@ -327,7 +329,7 @@ class VictoriaMetrics(_Process):
             f"-storageDataPath={self.workdir / 'data'}",
             f"-promscrape.config={self.workdir / 'scrape.yml'}",
             f"-search.latencyOffset={self.latency_offset}",
-            "-retentionPeriod=1d",
+            f"-retentionPeriod={self.retention}",
             "-loggerLevel=WARN",
         ]
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -363,3 +365,31 @@ def test_the_html_report_opens_in_chromium_with_a_chart_per_breach(
         assert resources == 0
         size = browser.screenshot(tmp_path / "replay.png")
     assert size > 20_000
+
+
+def test_a_progress_bar_on_a_terminal_and_none_when_piped(day: Day) -> None:
+    """On a terminal stderr shows a progress bar up to 100%; piped, nothing but the
+    report (the other tests read stdout and stderr from pipes)."""
+    master, slave = pty.openpty()
+    done = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "replay", "--config", str(day.config), *SPAN,
+         "--no-cluster", "--output", "json"],
+        stdout=subprocess.PIPE, stderr=slave, timeout=300, check=False,
+    )  # fmt: skip
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    assert done.returncode == 0
+    assert b"replay [" in shown
+    assert b"100%" in shown
+    piped = rollbackd(day, *SPAN, "--no-cluster", "--output", "json")
+    assert "replay [" not in piped.stderr
+    assert json.loads(piped.stdout)["breaches"]
