@@ -22,7 +22,6 @@ from rollbackd import __version__
 from rollbackd.errors import (
     ConfigError,
     DingTalkError,
-    KubeUnreachable,
     PrometheusPartial,
     ReplayBadArguments,
     RollbackdError,
@@ -32,9 +31,8 @@ from rollbackd.incidents.decide import decide
 from rollbackd.incidents.owners import next_step, policy
 from rollbackd.model import Event, Incident, Target, Verdict, new_incident_id
 from rollbackd.notifications.render import template_problems
-from rollbackd.replay.past import PastCluster
-from rollbackd.replay.report import Report, dumps, to_html, to_table
-from rollbackd.replay.run import Progress, replay
+from rollbackd.replay.history import replay_history
+from rollbackd.replay.report import dumps, to_html, to_table
 from rollbackd.replay.times import parse_span
 from rollbackd.rollbacks.execute import Outcome, RollbackRequest, RollbackResult
 from rollbackd.rollbacks.pauses import lift, pause_of, resumed_message
@@ -51,7 +49,6 @@ from rollbackd.runtime.logs import REDACTOR, configure_logging
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.runtime.wiring import Edges, renderer_for
 from rollbackd.settings import (
-    RuleSettings,
     Settings,
     key_line,
     load_settings,
@@ -537,50 +534,6 @@ def run(config_file: str, dry_run: bool, once: bool) -> None:
         echo(f"rollbackd: fatal: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     sys.exit(code)
-
-
-async def replay_history(
-    settings: Settings,
-    *,
-    start: datetime,
-    end: datetime,
-    rules: list[RuleSettings],
-    cluster: bool,
-    progress: Progress | None,
-) -> Report:
-    """Read the change history (unless ``cluster`` is False) and replay the span."""
-    with Edges(settings) as edges:
-        past = None
-        if cluster:
-            deployments = await edges.managed_deployments()
-            if deployments is None:
-                raise KubeUnreachable(
-                    "the cluster cannot be read for its change history "
-                    "(use --no-cluster for breaches only)"
-                )
-            replicasets = []
-            for namespace in sorted({d["metadata"]["namespace"] for d in deployments}):
-                replicasets.extend(await edges.workloads.list_replicasets(namespace, ""))
-            past = PastCluster(
-                deployments,
-                replicasets,
-                rollback=settings.rollback,
-                installation=f"{settings.leader_election.namespace}/"
-                f"{settings.leader_election.lease_name}",
-            )
-        source = edges.prometheus()
-        try:
-            return await replay(
-                settings,
-                source=source,
-                past=past,
-                start=start,
-                end=end,
-                rules=rules,
-                progress=progress,
-            )
-        finally:
-            source.close()
 
 
 def _progress_bar(done: float, total: float) -> None:

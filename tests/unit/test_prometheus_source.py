@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
+import json
 import math
 from pathlib import Path
 
@@ -350,3 +352,61 @@ def test_a_refused_expression_is_a_bad_query_on_every_backend(stub: PrometheusSt
     exc = failure(stub.url)
     assert exc.code == "ERR_PROM_BAD_QUERY"
     assert "unparsed data" in exc.message
+
+
+def _matrix(*series: tuple[dict[str, str], list[tuple[float, str]]]) -> bytes:
+    result = [
+        {"metric": labels, "values": [[stamp, value] for stamp, value in values]}
+        for labels, values in series
+    ]
+    return json.dumps(
+        {"status": "success", "data": {"resultType": "matrix", "result": result}}
+    ).encode()
+
+
+def _range(stub: PrometheusStub, body: bytes) -> list[tuple[float, dict[Target, float]]]:
+    stub.answer(body)
+    source = PrometheusSource(PrometheusSettings(url=stub.url))
+    try:
+        answer = asyncio.run(
+            source.query_range("ratio", target_labels=LABELS, start=0, end=30, step=15)
+        )
+    finally:
+        source.close()
+    return [(stamp, dict(result.values)) for stamp, result in answer]
+
+
+def test_a_dense_and_a_sparse_matrix_map_to_the_same_columns(stub: PrometheusStub) -> None:
+    """A history whose series share their times is mapped in one pass of columns; one with
+    a missing point, or with extra labels, is mapped time by time: the values per time are
+    the same either way (NaN and infinities included), and gc is left as it was."""
+    web, api = {"namespace": "a", "deployment": "web"}, {"namespace": "a", "deployment": "api"}
+    points = [(0, "0.1"), (15, "NaN"), (30, "+Inf")]
+    dense = _range(stub, _matrix((web, points), (api, [(0, "1"), (15, "2"), (30, "3")])))
+    sparse = _range(stub, _matrix((web, points), (api, [(0, "1"), (30, "3")])))
+    labelled = _range(
+        stub,
+        _matrix(
+            ({**web, "pod": "p"}, points), ({**api, "pod": "q"}, [(0, "1"), (15, "2"), (30, "3")])
+        ),
+    )
+    web_t, api_t = Target("a", "web"), Target("a", "api")
+    assert [s for s, _ in dense] == [0.0, 15.0, 30.0]
+    assert dense[0][1] == {web_t: 0.1, api_t: 1.0}
+    assert math.isnan(dense[1][1][web_t])
+    assert dense[2][1] == {web_t: math.inf, api_t: 3.0}
+    assert dense[1][1][api_t] == 2.0
+    assert sparse[1][1].keys() == {web_t}
+    assert [(s, {t: v for t, v in c.items() if not math.isnan(v)}) for s, c in labelled] == [
+        (s, {t: v for t, v in c.items() if not math.isnan(v)}) for s, c in dense
+    ]
+    assert gc.isenabled()
+
+
+def test_a_range_answer_that_is_not_a_matrix_of_numbers_is_a_bad_response(
+    stub: PrometheusStub,
+) -> None:
+    """A range sample without a number is ERR_PROM_BAD_RESPONSE, never a raw exception."""
+    web = {"namespace": "a", "deployment": "web"}
+    with pytest.raises(PrometheusBadResponse):
+        _range(stub, _matrix((web, [(0, "fast")])))
