@@ -572,7 +572,7 @@ def replay_(
         if unknown:
             raise ReplayBadArguments(f"--rule {', '.join(unknown)}: no such rule in {config_file}")
     except ReplayBadArguments as exc:
-        echo(f"{exc} [{exc.code}]", err=True)
+        echo(str(exc), err=True)  # the message ends with its code
         sys.exit(EXIT_BAD_CONFIG)
     rules = [r for r in settings.rules if not rule_names or r.name in rule_names]
     try:
@@ -587,7 +587,7 @@ def replay_(
             )
         )
     except RollbackdError as exc:
-        echo(f"replay: {exc} [{exc.code}]", err=True)
+        echo(f"replay: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     if output == "json":
         text = dumps(report) + "\n"

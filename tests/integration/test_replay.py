@@ -254,7 +254,7 @@ def test_bad_arguments_exit_2_with_their_code(day: Day) -> None:
     ):
         done = rollbackd(day, *args)
         assert done.returncode == 2, (args, done.stderr)
-        assert "ERR_REPLAY_BAD_ARGUMENTS" in done.stderr
+        assert done.stderr.count("ERR_REPLAY_BAD_ARGUMENTS") == 1
         assert "Traceback" not in done.stderr
 
 
@@ -393,3 +393,26 @@ def test_a_progress_bar_on_a_terminal_and_none_when_piped(day: Day) -> None:
     piped = rollbackd(day, *SPAN, "--no-cluster", "--output", "json")
     assert "replay [" not in piped.stderr
     assert json.loads(piped.stdout)["breaches"]
+
+
+def test_an_unreachable_cluster_exits_1_and_points_at_no_cluster(day: Day, tmp_path: Path) -> None:
+    """Without the cluster's history no decision can be judged: exit 1, one line naming
+    the code and the way out (--no-cluster), no traceback."""
+    kubeconfig = tmp_path / "down-kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    config = tmp_path / "no-cluster.yaml"
+    text = day.config.read_text()
+    config.write_text(text.replace(text.split("kubeconfig: '")[1].split("'")[0], str(kubeconfig)))
+    done = subprocess.run(
+        [sys.executable, "-m", "rollbackd", "replay", "--config", str(config), "--from", "-1h"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.count("ERR_KUBE_UNREACHABLE") == 1
+    assert "--no-cluster" in done.stderr
+    assert "Traceback" not in done.stderr
