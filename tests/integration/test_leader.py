@@ -202,11 +202,15 @@ def _client(kube: Kube, agent: str) -> client.ApiClient:
 
 
 def test_a_leader_whose_answers_come_back_late_never_overlaps_another(kube: Kube) -> None:
-    """Single writer with a slow API server: the leader's answers take 1 s to come back
-    (its renewals land, late, and 2.2 s apart: longer than the 2 s lease), so its Lease as
+    """Single writer with a slow API server: the leader's answers take 1.5 s to come back
+    (its renewals land, late, and 2.7 s apart: longer than the 2 s lease), so its Lease as
     others see it dates from the write, not from the answer. At no sampled moment do both
     replicas consider themselves leader, and the standby takes over; counting from the end
-    of the round would give the slow one ~0.5 s of overlap each time its renewal runs late."""
+    of the round would give the slow one ~1 s of overlap each time its renewal runs late.
+
+    (At 1 s the renewals landed 2.2 s apart: the standby, which dates the record from its
+    own read, 0.1-0.22 s after the write, had under 0.2 s a round to see it expired, and in
+    about one run of ten it saw none in the 6 s sampled.)"""
     seed.create_namespace(kube.api, "rollbackd")
     timing = {"lease_duration": "2s", "renew_deadline": "1800ms"}
     slow_api, fast_api = _client(kube, "replica-slow"), _client(kube, "replica-fast")
@@ -223,7 +227,7 @@ def test_a_leader_whose_answers_come_back_late_never_overlaps_another(kube: Kube
         await until_leading(slow, 2)
         assert slow.is_leader
         tasks.append(asyncio.create_task(fast.run(stops[1])))
-        kube.server.faults.slow["replica-slow"] = 1.0
+        kube.server.faults.slow["replica-slow"] = 1.5
         both = fast_led = 0
         for _ in range(300):  # at most 6 s of 20 ms samples
             await asyncio.sleep(0.02)
