@@ -44,7 +44,6 @@ from rollbackd.state.annotations import (
     DISABLED,
     PREFIX,
     RECENT_ROLLBACKS,
-    LastRollback,
     after_rollback,
     format_time,
     parse_time,
@@ -233,19 +232,13 @@ class PastCluster:
         summary = f"{start.target} from revision {undo.from_revision} to {undo.to_revision}"
         if start.dry_run:
             return RolledBack(start.target, start.incident, "dry_run", "ok", summary, undo=undo)
-        record = LastRollback(
+        record = plan.record(
             incident=start.incident,
             at=format_time(at),
-            from_revision=undo.from_revision,
-            to_revision=undo.to_revision,
-            from_hash=plan.from_revision.template_hash,
-            to_hash=plan.to_revision.template_hash,
             rule=start.rule,
             value=start.value,
             threshold=start.threshold,
             op=start.op,
-            from_images=undo.from_images,
-            to_images=undo.to_images,
             by=self._installation,
         )
         workload = self._workloads[start.target]

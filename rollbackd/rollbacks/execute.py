@@ -45,7 +45,6 @@ from rollbackd.settings import RollbackSettings
 from rollbackd.state.annotations import (
     MESSAGES,
     PAUSED_OWNER,
-    LastRollback,
     PausedOwner,
     after_rollback,
     format_messages,
@@ -262,23 +261,17 @@ class RollbackExecutor:
         if isinstance(plan, Skip):
             return plan
         now = self._now()
-        record = LastRollback(
+        record = plan.record(
             incident=request.incident,
             at=format_time(now),
-            from_revision=plan.from_revision.number,
-            to_revision=plan.to_revision.number,
-            from_hash=plan.from_revision.template_hash,
-            to_hash=plan.to_revision.template_hash,
             rule=request.rule,
             value=request.value,
             threshold=request.threshold,
-            dry_run=request.dry_run,
             op=request.op,
-            from_images=plan.from_revision.images,
-            to_images=plan.to_revision.images,
+            by=request.by,
+            dry_run=request.dry_run,
             manual=request.manual,
             note=request.note,
-            by=request.by,
         )
         annotations = after_rollback(
             state, record, now=now, cooldown=self._settings.cooldown, automatic=not request.manual

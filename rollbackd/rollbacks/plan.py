@@ -26,7 +26,13 @@ from typing import Any
 from rollbackd.incidents.decide import NoUndo, Situation, Undo
 from rollbackd.incidents.owners import OWNER_ANNOTATIONS, Owner, owner_of
 from rollbackd.model import Target
-from rollbackd.state.annotations import PREFIX, DeploymentState, parse_time, state_of
+from rollbackd.state.annotations import (
+    PREFIX,
+    DeploymentState,
+    LastRollback,
+    parse_time,
+    state_of,
+)
 
 Obj = dict[str, Any]
 
@@ -94,6 +100,40 @@ class Plan:
     generation: int
     patch: list[Obj]
     record_at: str = ""  # the time of the rollback record riding in the patch
+
+    def record(
+        self,
+        *,
+        incident: str,
+        at: str,
+        rule: str,
+        value: float | None,
+        threshold: float | None,
+        op: str,
+        by: str,
+        dry_run: bool = False,
+        manual: bool = False,
+        note: str = "",
+    ) -> LastRollback:
+        """The ``rollbackd.io/last-rollback`` record of this rollback, made at ``at``."""
+        return LastRollback(
+            incident=incident,
+            at=at,
+            from_revision=self.from_revision.number,
+            to_revision=self.to_revision.number,
+            from_hash=self.from_revision.template_hash,
+            to_hash=self.to_revision.template_hash,
+            rule=rule,
+            value=value,
+            threshold=threshold,
+            dry_run=dry_run,
+            op=op,
+            from_images=self.from_revision.images,
+            to_images=self.to_revision.images,
+            manual=manual,
+            note=note,
+            by=by,
+        )
 
     def with_annotations(self, extra: dict[str, str]) -> Plan:
         """The same rollback, also writing ``extra`` annotations in the same patch."""

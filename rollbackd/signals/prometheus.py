@@ -287,31 +287,14 @@ class PrometheusSource:
     def _query_range_sync(
         self, expr: str, target_labels: TargetLabels, start: float, end: float, step: float
     ) -> tuple[list[tuple[float, QueryResult]], list[str]]:
-        self._last.response = None
-        try:
-            # To the millisecond: an onset is looked for at tenths of a second.
-            params = {
-                **self._settings.params,
-                "start": f"{start:.3f}",
-                "end": f"{end:.3f}",
-                "step": f"{max(step, 0.001):.3f}",
-            }
-            results = self._get(
-                "query_range", expr, params, lambda s: to_range_results(s, target_labels)
-            )
-            return results, self._warnings()
-        except SecretUnavailable as exc:
-            raise PrometheusCredentials(f"credentials for Prometheus: {exc.message}") from None
-        except (
-            PrometheusApiClientException,
-            requests.RequestException,
-            KeyError,
-            TypeError,
-            orjson.JSONDecodeError,
-        ) as exc:
-            raise self._classify(exc) from exc
-        finally:
-            self._last.response = None
+        # To the millisecond: an onset is looked for at tenths of a second.
+        params = {
+            **self._settings.params,
+            "start": f"{start:.3f}",
+            "end": f"{end:.3f}",
+            "step": f"{max(step, 0.001):.3f}",
+        }
+        return self._ask("query_range", expr, params, lambda s: to_range_results(s, target_labels))
 
     async def check_syntax(self, expr: str) -> bool:
         if self._syntax_unavailable:
@@ -330,13 +313,18 @@ class PrometheusSource:
             ) from None
 
     def _query_sync(self, expr: str, target_labels: TargetLabels) -> tuple[QueryResult, list[str]]:
-        self._last.response = None
         # Prometheus's own timeout aborts the query server-side, a little before ours.
         timeout = f"{max(int(self._timeout * 1000) - 500, 500)}ms"
+        params = {**self._settings.params, "timeout": timeout}
+        return self._ask("query", expr, params, lambda s: to_query_result(s, target_labels))
+
+    def _ask(
+        self, path: str, expr: str, params: dict[str, Any], mapped: Callable[[list[Any]], T]
+    ) -> tuple[T, list[str]]:
+        """One query (``_get``) with its warnings; every failure classified."""
+        self._last.response = None
         try:
-            params = {**self._settings.params, "timeout": timeout}
-            result = self._get("query", expr, params, lambda s: to_query_result(s, target_labels))
-            return result, self._warnings()
+            return self._get(path, expr, params, mapped), self._warnings()
         except SecretUnavailable as exc:
             raise PrometheusCredentials(f"credentials for Prometheus: {exc.message}") from None
         except (

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from rollbackd.testing.services import ServiceError, find_binary, free_port
+from rollbackd.testing.services import ServiceError, end_process, find_binary, free_port
 
 CHROMIUM_BINARIES = ("chromium", "chromium-browser")
 DRIVER_BINARIES = ("chromedriver",)
@@ -120,13 +120,7 @@ class Browser:
             with contextlib.suppress(httpx.HTTPError, ServiceError):
                 self._call("DELETE", self._session)
         self._http.close()
-        if self._driver.poll() is None:
-            self._driver.terminate()
-            try:
-                self._driver.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._driver.kill()
-                self._driver.wait(timeout=10)
+        end_process(self._driver)
         self._profile.cleanup()
 
     def __enter__(self) -> Browser:

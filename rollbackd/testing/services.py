@@ -46,6 +46,18 @@ def find_binary(names: Sequence[str]) -> str | None:
     return None
 
 
+def end_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, and SIGKILL when it has not exited within ``timeout``."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -119,13 +131,8 @@ class _Process(ABC):
 
     def terminate(self, timeout: float = 10.0) -> None:
         """Stop the process, keeping its data: ``start`` brings it back on the same port."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=timeout)
+        if self.process is not None:
+            end_process(self.process, timeout)
         self.process = None
 
     def stop(self) -> None:
