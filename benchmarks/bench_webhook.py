@@ -43,10 +43,10 @@ from rollbackd.model import Verdict
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.daemon import tune_gc
 from rollbackd.runtime.logs import configure_logging
-from rollbackd.runtime.server import HttpServer, WebhookIntake, build_app
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import AlertmanagerSettings, ServerSettings
 from rollbackd.testing.services import free_port
+from rollbackd.web import HttpServer, WebhookIntake, build_app
 
 TOKEN = "bench-token-0123456789"  # noqa: S105 - a benchmark's own local receiver
 PATH = "/api/v1/alertmanager"

@@ -19,7 +19,6 @@ from kubernetes import client, config
 
 from rollbackd.model import Verdict
 from rollbackd.runtime.clock import SystemClock
-from rollbackd.runtime.server import HttpServer, WebhookIntake, build_app
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import AlertmanagerSettings, ServerSettings
 from rollbackd.testing.app import SampleApp
@@ -34,6 +33,7 @@ from rollbackd.testing.services import (
     Prometheus,
     find_binary,
 )
+from rollbackd.web import HttpServer, WebhookIntake, build_app
 
 
 def require_binary(names: tuple[str, ...]) -> None:

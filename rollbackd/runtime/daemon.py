@@ -37,11 +37,11 @@ from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
 from rollbackd.runtime.incidents import IncidentRunner, with_breach_starts
 from rollbackd.runtime.logs import configure_logging, get_logger
 from rollbackd.runtime.scheduler import EvaluationScheduler
-from rollbackd.runtime.server import HttpServer, WebhookIntake, build_app
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.runtime.wiring import RELEASE_SECONDS, Edges, renderer_for
 from rollbackd.settings import Settings, load_settings
 from rollbackd.state.changes import ChangeTimes
+from rollbackd.web import HttpServer, WebhookIntake, build_app
 
 log = get_logger(__name__)
 

@@ -32,8 +32,8 @@ from structlog.testing import capture_logs
 
 from rollbackd.errors import ConfigError
 from rollbackd.settings import load_settings
-from rollbackd.signals.webhook_auth import NONCE, SIGNATURE, TIMESTAMP, sign
 from rollbackd.testing.sandbox import wait_until
+from rollbackd.web.auth import NONCE, SIGNATURE, TIMESTAMP, sign
 from tests.conftest import GOOD_HEADERS, Receiver, alertmanager_settings
 from tests.integration.test_http_surface import body, post
 from tests.unit.test_alertmanager_signals import ALERT

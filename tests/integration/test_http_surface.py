@@ -17,9 +17,9 @@ from structlog.testing import capture_logs
 
 from rollbackd.model import Verdict
 from rollbackd.runtime.clock import SystemClock
-from rollbackd.runtime.server import WebhookIntake
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.signals.alertmanager import Payload, read_payload
+from rollbackd.web import WebhookIntake
 from tests.conftest import WEBHOOK_TOKEN, Receiver, alertmanager_settings, start_receiver
 from tests.unit.test_alertmanager_signals import ALERT
 

@@ -10,8 +10,8 @@ from typing import Any
 from rollbackd.model import RuleState, Target, Transition
 from rollbackd.settings import WebhookAuth
 from rollbackd.signals.alertmanager import RESOLVED_NOTE, Deduplicator, Payload, interpret
-from rollbackd.signals.webhook_auth import NONCE, SIGNATURE, TIMESTAMP, WebhookAuthenticator, sign
 from rollbackd.testing.clock import FakeClock
+from rollbackd.web.auth import NONCE, SIGNATURE, TIMESTAMP, WebhookAuthenticator, sign
 from tests.conftest import alertmanager_settings
 
 ALERT = {

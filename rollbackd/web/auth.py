@@ -1,4 +1,4 @@
-"""Who may post to the Alertmanager receiver. Pure; every comparison is constant-time.
+"""Who may post to the Alertmanager receiver. Every comparison is constant-time.
 
 - bearer token: ``Authorization: Bearer <token>`` (Alertmanager's ``http_config.authorization``);
 - basic auth: ``Authorization: Basic ...`` (``http_config.basic_auth``);
