@@ -199,5 +199,5 @@ def test_dockerfile_shape() -> None:
 
 
 def test_error_code_table_is_in_sync() -> None:
-    """docs/error-codes.md is what `make docs` generates from errors.py."""
+    """docs/error-codes.md is what `make docs` generates from rollbackd/errors/."""
     assert (ROOT / "docs/error-codes.md").read_text() == error_table_markdown()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import re
+from pathlib import Path
 
+import rollbackd
 from rollbackd import errors
 
 
@@ -27,3 +30,26 @@ def test_message_carries_the_code() -> None:
     assert str(exc) == "query took longer than 10s [ERR_PROM_TIMEOUT]"
     assert exc.transient
     assert isinstance(exc, errors.PrometheusError)
+
+
+def test_every_error_class_is_raised_or_names_an_area() -> None:
+    """An operator who looks up a code in docs/error-codes.md can meet it: every leaf class
+    of the tree is used by the product (raised, caught or mapped) outside the tree and the
+    test fakes; a class that is never used but has children names an area."""
+    root = Path(rollbackd.__file__).parent
+    used: set[str] = set()
+    for path in root.rglob("*.py"):
+        relative = path.relative_to(root).parts
+        if relative[0] in ("errors", "errors.py", "testing"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Name):
+                used.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                used.add(node.attr)
+    unused = [
+        cls.__name__
+        for cls in errors.all_error_classes()
+        if cls.__name__ not in used and not cls.__subclasses__()
+    ]
+    assert unused == []
