@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rollbackd.model import QueryResult
-from rollbackd.rollbacks.kubernetes import DeploymentCache, api_client
+from rollbackd.rollbacks.informer import DeploymentCache
+from rollbackd.rollbacks.kubernetes import api_client
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.daemon import tune_gc
 from rollbackd.runtime.evaluation import RuleRunner

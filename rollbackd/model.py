@@ -15,7 +15,10 @@ from enum import StrEnum
 from itertools import compress, repeat
 from math import isnan
 from operator import ne
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+Obj = dict[str, Any]
+"""A Kubernetes object as the API's JSON: what every stage reads and writes."""
 
 
 class Target(NamedTuple):

@@ -7,9 +7,9 @@ Each port is shaped by what rollbackd needs, not by an SDK. Edge modules impleme
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
-from rollbackd.model import Instant, Message, QueryResult
+from rollbackd.model import Instant, Message, Obj, QueryResult
 from rollbackd.settings import TargetLabels
 
 
@@ -36,9 +36,6 @@ class MetricsSource(Protocol):
         """Raises ``PrometheusBadQuery`` naming the problem when ``expr`` does not parse;
         False when the backend has no syntax check (VictoriaMetrics, Prometheus < 2.38)."""
         ...
-
-
-Obj = dict[str, Any]
 
 
 class Workloads(Protocol):

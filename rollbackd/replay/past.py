@@ -24,11 +24,10 @@ import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from rollbackd.incidents.decide import Situation, Undo
 from rollbackd.incidents.lifecycle import RolledBack, StartRollback
-from rollbackd.model import Target
+from rollbackd.model import Obj, Target
 from rollbackd.rollbacks.plan import (
     POD_TEMPLATE_HASH,
     REVISION,
@@ -49,8 +48,6 @@ from rollbackd.state.annotations import (
     parse_time,
     read_state,
 )
-
-Obj = dict[str, Any]
 
 
 @dataclass(frozen=True, order=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-Obj = dict[str, Any]
+from rollbackd.model import Obj
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 SHARED_UP_TO = 64  # characters: longer strings are seldom repeated between Deployments

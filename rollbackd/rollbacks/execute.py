@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from rollbackd.errors import (
     KubeConflict,
@@ -35,7 +34,7 @@ from rollbackd.errors import (
 )
 from rollbackd.incidents.lifecycle import EVENT_FAILED, EVENT_ROLLBACK, EVENT_SKIPPED
 from rollbackd.incidents.owners import FLUX_RECONCILE, RECONCILE_LEVER, SYNC_LEVER, Kind, Owner
-from rollbackd.model import Target
+from rollbackd.model import Obj, Target
 from rollbackd.ports import EventRecorder, OwnerObjects, RolloutWatcher, Workloads
 from rollbackd.retry import Backoff, Sleep, retrying
 from rollbackd.rollbacks.plan import Plan, Skip, deployment_state, plan_rollback, selector_of
@@ -52,8 +51,6 @@ from rollbackd.state.annotations import (
 )
 
 log = get_logger(__name__)
-
-Obj = dict[str, Any]
 
 
 class Outcome(StrEnum):

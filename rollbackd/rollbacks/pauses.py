@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from rollbackd.errors import KubeError
 from rollbackd.incidents.owners import (
@@ -27,15 +27,13 @@ from rollbackd.incidents.owners import (
     lift_reason,
     owner_revision,
 )
-from rollbackd.model import Event, Incident, Target
+from rollbackd.model import Event, Incident, Obj, Target
 from rollbackd.ports import OwnerObjects, Workloads
 from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import OwnerPolicies
 from rollbackd.state.annotations import PAUSED_OWNER, PausedOwner, parse_paused_owner
 
 log = get_logger(__name__)
-
-Obj = dict[str, Any]
 
 
 class Notify(Protocol):

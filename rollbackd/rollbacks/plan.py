@@ -21,11 +21,10 @@ import copy
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from rollbackd.incidents.decide import NoUndo, Situation, Undo
 from rollbackd.incidents.owners import OWNER_ANNOTATIONS, Owner, owner_of
-from rollbackd.model import Target
+from rollbackd.model import Obj, Target
 from rollbackd.state.annotations import (
     PREFIX,
     DeploymentState,
@@ -33,8 +32,6 @@ from rollbackd.state.annotations import (
     parse_time,
     state_of,
 )
-
-Obj = dict[str, Any]
 
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"

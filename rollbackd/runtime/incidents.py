@@ -29,7 +29,7 @@ from rollbackd.errors import KubeError, PrometheusError, RollbackdError, all_err
 from rollbackd.incidents import lifecycle as core
 from rollbackd.incidents.decide import Undo
 from rollbackd.incidents.owners import OWNER_RESOURCES, Owner, owner_revision
-from rollbackd.model import Incident, RuleState, Target, Verdict
+from rollbackd.model import Incident, Obj, RuleState, Target, Verdict
 from rollbackd.notifications.render import graph_url
 from rollbackd.ports import Clock, EventRecorder, MetricsSource, OwnerObjects, Workloads
 from rollbackd.rollbacks.execute import Outcome, RollbackExecutor, RollbackRequest, RollbackResult
@@ -49,7 +49,6 @@ from rollbackd.state.changes import ChangeTimes
 
 log = get_logger(__name__)
 
-Obj = dict[str, Any]
 TRANSIENT_CODES = frozenset(cls.code for cls in all_error_classes() if cls.transient)
 MAX_TRACKED = 1000
 

@@ -45,13 +45,12 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from rollbackd.errors import KubeError
+from rollbackd.model import Obj
 from rollbackd.rollbacks.kubernetes import kube_error, micro_time
 from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import LEASE_JITTER, LeaderElectionSettings
 
 log = get_logger(__name__)
-
-Obj = dict[str, Any]
 
 
 RELEASE_SECONDS = 5.0

@@ -23,10 +23,12 @@ import httpx
 from kubernetes import client, config
 
 from rollbackd.errors import RollbackdError
+from rollbackd.model import Obj
 from rollbackd.notifications.dingtalk import sender_for
 from rollbackd.notifications.render import Renderer
 from rollbackd.rollbacks.execute import RollbackExecutor
-from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads, api_client
+from rollbackd.rollbacks.informer import DeploymentCache
+from rollbackd.rollbacks.kubernetes import KubernetesWorkloads, api_client
 from rollbackd.runtime.leader import RELEASE_SECONDS, LeaderElector, LeaderLabel
 from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import AppRobot, RollbackSettings, Settings, WebhookRobot
@@ -35,8 +37,6 @@ from rollbackd.signals.prometheus import PrometheusSource
 __all__ = ["RELEASE_SECONDS", "Edges", "renderer_for"]
 
 log = get_logger(__name__)
-
-Obj = dict[str, Any]
 
 
 def renderer_for(settings: Settings) -> Renderer:

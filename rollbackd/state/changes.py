@@ -19,11 +19,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
-from rollbackd.model import Target
-
-Obj = dict[str, Any]
+from rollbackd.model import Obj, Target
 
 
 def template_digest(template: Obj) -> str:

@@ -18,7 +18,8 @@ from rollbackd.incidents.decide import Action, Decision, Reason, budget_used, de
 from rollbackd.model import Target
 from rollbackd.rollbacks.cache_shape import LAST_APPLIED
 from rollbackd.rollbacks.execute import NEWER_CHANGE, Outcome, RollbackExecutor, RollbackRequest
-from rollbackd.rollbacks.kubernetes import DeploymentCache, KubernetesWorkloads, api_client
+from rollbackd.rollbacks.informer import DeploymentCache
+from rollbackd.rollbacks.kubernetes import KubernetesWorkloads, api_client
 from rollbackd.rollbacks.plan import selector_of, situation_of
 from rollbackd.runtime.wiring import Edges
 from rollbackd.settings import KubernetesSettings, RollbackSettings, Settings

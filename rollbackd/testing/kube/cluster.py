@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-Obj = dict[str, Any]
+from rollbackd.model import Obj
+
 Key = tuple[str, str, str]  # (plural, namespace, name); namespace "" for cluster scope
 
 REVISION = "deployment.kubernetes.io/revision"

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from kubernetes import client
 
-Obj = dict[str, Any]
+from rollbackd.model import Obj
 
 
 def apps(api: client.ApiClient) -> client.AppsV1Api:

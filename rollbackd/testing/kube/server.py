@@ -26,7 +26,8 @@ from importlib import resources
 from typing import Any
 
 from rollbackd import selectors
-from rollbackd.testing.kube.cluster import Cluster, Obj, now_rfc3339, schedule
+from rollbackd.model import Obj
+from rollbackd.testing.kube.cluster import Cluster, now_rfc3339, schedule
 from rollbackd.testing.kube.patch import (
     PatchError,
     PatchTestFailed,
