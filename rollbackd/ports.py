@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from rollbackd.model import Instant, Message, Obj, QueryResult
+from rollbackd.model import Incident, Instant, Message, Obj, QueryResult
 from rollbackd.settings import TargetLabels
 
 
@@ -84,3 +84,24 @@ class Notifier(Protocol):
     """Delivers one rendered message to one robot; raises ``DingTalkError`` on failure."""
 
     async def send(self, message: Message, *, at_all: bool) -> None: ...
+
+
+class DeploymentView(Protocol):
+    """The watch cache, as incidents read it."""
+
+    @property
+    def synced(self) -> bool: ...
+
+    def get(self, namespace: str, name: str) -> Obj | None: ...
+
+    def all(self) -> list[Obj]: ...
+
+    def annotated(self, annotation: str) -> list[Obj]:
+        """The workloads that carry ``annotation`` (kept indexed: no scan of every one)."""
+        ...
+
+
+class Notify(Protocol):
+    """The outboxes, as the incident core's runner and the pause keeper hand them messages."""
+
+    def notify(self, incident: Incident) -> list[str]: ...

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
 
 from rollbackd.errors import KubeError
 from rollbackd.incidents.owners import (
@@ -28,16 +27,12 @@ from rollbackd.incidents.owners import (
     owner_revision,
 )
 from rollbackd.model import Event, Incident, Obj, Target
-from rollbackd.ports import OwnerObjects, Workloads
+from rollbackd.ports import Notify, OwnerObjects, Workloads
 from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import OwnerPolicies
 from rollbackd.state.annotations import PAUSED_OWNER, PausedOwner, parse_paused_owner
 
 log = get_logger(__name__)
-
-
-class Notify(Protocol):
-    def notify(self, incident: Incident) -> list[str]: ...
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,13 @@ from rollbackd.notifications.outbox import Notifications, Outbox
 from rollbackd.rollbacks.pauses import PauseKeeper
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
-from rollbackd.runtime.incidents import IncidentRunner, with_breach_starts
+from rollbackd.runtime.incidents import IncidentRunner
 from rollbackd.runtime.logs import configure_logging, get_logger
 from rollbackd.runtime.scheduler import EvaluationScheduler
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.runtime.wiring import RELEASE_SECONDS, Edges, renderer_for
 from rollbackd.settings import Settings, load_settings
+from rollbackd.signals.breach_starts import with_breach_starts
 from rollbackd.state.changes import ChangeTimes
 from rollbackd.web import HttpServer, WebhookIntake, build_app
 

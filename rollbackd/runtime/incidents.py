@@ -14,34 +14,32 @@ Messages delivered for an incident whose rollback was written are recorded on th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import queue
 import secrets
-from collections import OrderedDict
 from collections.abc import Callable, Collection, Coroutine, Iterable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Any
 
 import structlog
 
-from rollbackd.errors import KubeError, PrometheusError, RollbackdError, all_error_classes
+from rollbackd.errors import KubeError, RollbackdError, all_error_classes
 from rollbackd.incidents import lifecycle as core
 from rollbackd.incidents.decide import Undo
 from rollbackd.incidents.owners import OWNER_RESOURCES, Owner, owner_revision
-from rollbackd.model import Incident, Obj, RuleState, Target, Verdict
+from rollbackd.model import Incident, Obj, Target, Verdict
 from rollbackd.notifications.render import graph_url
-from rollbackd.ports import Clock, EventRecorder, MetricsSource, OwnerObjects, Workloads
+from rollbackd.ports import Clock, DeploymentView, EventRecorder, Notify, OwnerObjects, Workloads
 from rollbackd.rollbacks.execute import Outcome, RollbackExecutor, RollbackRequest, RollbackResult
 from rollbackd.rollbacks.plan import owner_of_workload, selector_of, situation_of
+from rollbackd.runtime.deliveries import DeliveryRecord
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
-from rollbackd.settings import AlertmanagerSettings, Settings
+from rollbackd.settings import Settings
 from rollbackd.state.annotations import (
     LAST_ROLLBACK,
     MESSAGES,
     RECENT_ROLLBACKS,
-    format_messages,
     parse_messages,
     read_state,
 )
@@ -50,26 +48,6 @@ from rollbackd.state.changes import ChangeTimes
 log = get_logger(__name__)
 
 TRANSIENT_CODES = frozenset(cls.code for cls in all_error_classes() if cls.transient)
-MAX_TRACKED = 1000
-
-
-class DeploymentView(Protocol):
-    """The watch cache, as incidents read it."""
-
-    @property
-    def synced(self) -> bool: ...
-
-    def get(self, namespace: str, name: str) -> Obj | None: ...
-
-    def all(self) -> list[Obj]: ...
-
-    def annotated(self, annotation: str) -> list[Obj]:
-        """The workloads that carry ``annotation`` (kept indexed: no scan of every one)."""
-        ...
-
-
-class Notify(Protocol):
-    def notify(self, incident: Incident) -> list[str]: ...
 
 
 EPOCH = secrets.token_hex(4)  # this process's start, for incident ids
@@ -121,9 +99,9 @@ class IncidentRunner:
         self.executor = executor
         self._lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._said: OrderedDict[str, list[str]] = OrderedDict()  # incident -> delivered events
-        self._written: OrderedDict[str, Target] = OrderedDict()  # incidents with a rollback
-        self._record_lock = asyncio.Lock()
+        self._deliveries = DeliveryRecord(
+            deployments=deployments, workloads=workloads, is_leader=is_leader
+        )
         # Workloads whose rollback record changed, handed over from the watch thread.
         self._touched: queue.SimpleQueue[Target] = queue.SimpleQueue()
 
@@ -190,7 +168,7 @@ class IncidentRunner:
         adopted = [t for t in self.state.cases if t not in before]
         for target in adopted:
             case = self.state.cases[target]
-            self._track_written(case.id, target)
+            self._deliveries.track(case.id, target)
             log.info("incident_adopted", incident_id=case.id, target=str(target))
         return len(adopted)
 
@@ -345,7 +323,7 @@ class IncidentRunner:
                 written=result.written,
             )
         if result.written:  # the patch carried what was delivered; later writes the rest
-            self._track_written(start.incident, start.target)
+            self._deliveries.track(start.incident, start.target)
         await self.submit(
             core.RolledBack(
                 target=start.target,
@@ -368,7 +346,7 @@ class IncidentRunner:
             )
         )
         if result.written:
-            await self._write_record(start.incident)
+            await self._deliveries.write(start.incident)
 
     async def _note(self, note: core.Note) -> None:
         deployment = self._deployments.get(*note.target)
@@ -394,84 +372,12 @@ class IncidentRunner:
 
     def said(self, incident: str) -> tuple[str, ...]:
         """The messages of ``incident`` delivered so far (the rollback patch records them)."""
-        return tuple(self._said.get(incident, ()))
+        return self._deliveries.said(incident)
 
     def delivered(self, incident: str, event: str) -> None:
         """Every robot is done with this message (the outboxes call it)."""
-        said = self._said.setdefault(incident, [])
-        if event not in said:
-            said.append(event)
-        while len(self._said) > MAX_TRACKED:
-            self._said.popitem(last=False)
-        if incident in self._written:
-            self._spawn(self._write_record(incident))
-
-    def _track_written(self, incident: str, target: Target) -> None:
-        """Deliveries for ``incident`` are recorded on ``target`` from now on."""
-        self._written[incident] = target
-        while len(self._written) > MAX_TRACKED:
-            self._written.popitem(last=False)
-
-    async def _write_record(self, incident: str) -> None:
-        """``rollbackd.io/messages``: what was delivered, for the next leader."""
-        target = self._written.get(incident)
-        if target is None or not self._is_leader():
-            return
-        async with self._record_lock:
-            said = tuple(self._said.get(incident, ()))
-            deployment = self._deployments.get(*target)
-            annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
-            last = read_state(annotations).last_rollback
-            if last is not None and last.incident != incident:
-                return  # a later rollback's record is there now
-            try:
-                await self._workloads.annotate_deployment(
-                    *target, {MESSAGES: format_messages(incident, said)}
-                )
-            except KubeError as exc:
-                log.warning("delivery_record_failed", incident_id=incident, code=exc.code)
-
-
-async def with_breach_starts(
-    verdicts: list[Verdict], *, source: MetricsSource, settings: AlertmanagerSettings
-) -> list[Verdict]:
-    """Alertmanager verdicts dated from ``ALERTS_FOR_STATE`` (the alert's activeAt).
-
-    ``startsAt`` is when the alert began *firing*; the breach began its rule's ``for``
-    earlier. Prometheus's ``ALERTS_FOR_STATE`` holds the pending start; when it cannot be
-    read, the trigger's ``pending_for`` (already applied) stands, else the start is unknown.
-    """
-    names = {
-        v.labels.get("alertname", "")
-        for v in verdicts
-        if v.source == "alertmanager" and v.state is RuleState.FIRING
-    }
-    starts: dict[tuple[str, Target], datetime] = {}
-    for name in sorted(n for n in names if n):
-        escaped = name.replace("\\", "\\\\").replace('"', '\\"')
-        labels = settings.target_labels
-        expr = (
-            f"min by ({labels.namespace}, {labels.deployment}) "
-            f'(ALERTS_FOR_STATE{{alertname="{escaped}"}})'
-        )
-        try:
-            result = await source.query(expr, target_labels=labels)
-        except PrometheusError as exc:
-            log.warning("breach_start_unknown", alertname=name, code=exc.code)
-            continue
-        for target, value in result.values.items():
-            with contextlib.suppress(ValueError, OverflowError, OSError):
-                starts[(name, target)] = datetime.fromtimestamp(value, UTC)
-    if not starts:
-        return verdicts
-    dated = []
-    for verdict in verdicts:
-        began = starts.get((verdict.labels.get("alertname", ""), verdict.target))
-        if began is not None and verdict.state is RuleState.FIRING:
-            dated.append(replace(verdict, began=min(began, verdict.since.wall)))
-        else:
-            dated.append(verdict)
-    return dated
+        if self._deliveries.delivered(incident, event):
+            self._spawn(self._deliveries.write(incident))
 
 
 def _bound(target: Target, incident: str) -> Any:
