@@ -22,7 +22,8 @@ from pathlib import Path
 from rollbackd.model import Instant
 from rollbackd.rules.evaluate import RuleEvaluator
 from rollbackd.settings import PrometheusSettings, RuleSettings, TargetLabels
-from rollbackd.signals.prometheus import PrometheusSource, to_query_result
+from rollbackd.signals.answers import to_query_result
+from rollbackd.signals.prometheus import PrometheusSource
 from rollbackd.testing.clock import FakeClock
 from rollbackd.testing.prometheus_stub import PrometheusStub, vector
 
