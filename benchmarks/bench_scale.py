@@ -39,9 +39,9 @@ from rollbackd.model import QueryResult
 from rollbackd.rollbacks.informer import DeploymentCache
 from rollbackd.rollbacks.kubernetes import api_client
 from rollbackd.runtime.clock import SystemClock
-from rollbackd.runtime.daemon import tune_gc
 from rollbackd.runtime.evaluation import RuleRunner
 from rollbackd.runtime.logs import configure_logging
+from rollbackd.runtime.process import tune_gc
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import KubernetesSettings, PrometheusSettings, RuleSettings, TargetLabels
 from rollbackd.signals.prometheus import PrometheusSource

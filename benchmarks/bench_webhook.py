@@ -41,8 +41,8 @@ from starlette.routing import Route
 
 from rollbackd.model import Verdict
 from rollbackd.runtime.clock import SystemClock
-from rollbackd.runtime.daemon import tune_gc
 from rollbackd.runtime.logs import configure_logging
+from rollbackd.runtime.process import tune_gc
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import AlertmanagerSettings, ServerSettings
 from rollbackd.testing.services import free_port

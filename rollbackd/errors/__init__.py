@@ -69,9 +69,7 @@ is the server's own word on when to try again (HTTP ``Retry-After``), when it ga
 
 from __future__ import annotations
 
-from rollbackd.errors.base import (
-    RollbackdError,
-)
+from rollbackd.errors.base import RollbackdError
 from rollbackd.errors.config import (
     ConfigEmpty,
     ConfigEnvMissing,
@@ -122,10 +120,7 @@ from rollbackd.errors.prometheus import (
     PrometheusTimeout,
     PrometheusUnreachable,
 )
-from rollbackd.errors.replay import (
-    ReplayBadArguments,
-    ReplayError,
-)
+from rollbackd.errors.replay import ReplayBadArguments, ReplayError
 from rollbackd.errors.webhook import (
     ListenerExhausted,
     WebhookBadAlert,

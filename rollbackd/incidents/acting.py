@@ -15,14 +15,7 @@ from rollbackd.incidents.cases import (
     Case,
     Phase,
 )
-from rollbackd.incidents.decide import (
-    Action,
-    Decision,
-    NoUndo,
-    Reason,
-    decide,
-    duration,
-)
+from rollbackd.incidents.decide import Action, Decision, NoUndo, Reason, decide, duration
 from rollbackd.incidents.effects import Decided, Deferred, Note, StartRollback
 from rollbackd.incidents.inputs import Assessed, RolledBack
 from rollbackd.incidents.machine import (

@@ -5,9 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rollbackd.incidents.cases import Phase
-from rollbackd.incidents.decide import (
-    Decision,
-)
+from rollbackd.incidents.decide import Decision
 from rollbackd.incidents.owners import Owner
 from rollbackd.model import Incident, Target
 

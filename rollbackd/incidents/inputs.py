@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rollbackd.incidents.cases import Config
-from rollbackd.incidents.decide import (
-    Situation,
-    Undo,
-)
+from rollbackd.incidents.decide import Situation, Undo
 from rollbackd.incidents.owners import Owner
 from rollbackd.model import Target, Verdict
 from rollbackd.state.annotations import LastRollback

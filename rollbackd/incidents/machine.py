@@ -9,12 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 from rollbackd.incidents.cases import MAX_CLOSED, RECHECK, Case, Config, Phase, State
-from rollbackd.incidents.decide import (
-    Decision,
-    NoUndo,
-    Situation,
-    Undo,
-)
+from rollbackd.incidents.decide import Decision, NoUndo, Situation, Undo
 from rollbackd.incidents.effects import Assess, Closed, Effect, Say
 from rollbackd.incidents.owners import Owner, OwnerAction, next_step, policy
 from rollbackd.model import Event, Incident, RuleState, Target, Transition, Verdict, new_incident_id

@@ -15,10 +15,7 @@ from typing import Any
 
 from kubernetes import client
 
-from rollbackd.errors import (
-    KubeError,
-    KubeGone,
-)
+from rollbackd.errors import KubeError, KubeGone
 from rollbackd.model import Obj, Target
 from rollbackd.retry import KUBE_WATCH
 from rollbackd.rollbacks.cache_shape import cache_shape

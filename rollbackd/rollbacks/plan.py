@@ -25,13 +25,7 @@ from enum import StrEnum
 from rollbackd.incidents.decide import NoUndo, Situation, Undo
 from rollbackd.incidents.owners import OWNER_ANNOTATIONS, Owner, owner_of
 from rollbackd.model import Obj, Target
-from rollbackd.state.annotations import (
-    PREFIX,
-    DeploymentState,
-    LastRollback,
-    parse_time,
-    state_of,
-)
+from rollbackd.state.annotations import PREFIX, DeploymentState, LastRollback, parse_time, state_of
 
 REVISION = "deployment.kubernetes.io/revision"
 REVISION_HISTORY = "deployment.kubernetes.io/revision-history"

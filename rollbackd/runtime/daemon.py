@@ -19,10 +19,8 @@ to kubernetes, prometheus, server or leader_election are reported as needing a r
 from __future__ import annotations
 
 import asyncio
-import gc
 import signal
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -32,13 +30,21 @@ from rollbackd.errors import ConfigError
 from rollbackd.model import Instant, Verdict
 from rollbackd.notifications.outbox import Notifications, Outbox
 from rollbackd.rollbacks.pauses import PauseKeeper
+from rollbackd.rules.syntax import check_rule_syntax
 from rollbackd.runtime.clock import SystemClock
-from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
+from rollbackd.runtime.evaluation import RuleRunner
 from rollbackd.runtime.incidents import IncidentRunner
 from rollbackd.runtime.logs import configure_logging, get_logger
+from rollbackd.runtime.process import (
+    SHUTDOWN_STEP_SECONDS,
+    bounded,
+    shutdown_seconds,
+    tune_gc,
+    until,
+)
 from rollbackd.runtime.scheduler import EvaluationScheduler
 from rollbackd.runtime.telemetry import Telemetry
-from rollbackd.runtime.wiring import RELEASE_SECONDS, Edges, renderer_for
+from rollbackd.runtime.wiring import Edges, renderer_for
 from rollbackd.settings import Settings, load_settings
 from rollbackd.signals.breach_starts import with_breach_starts
 from rollbackd.state.changes import ChangeTimes
@@ -46,24 +52,7 @@ from rollbackd.web import HttpServer, WebhookIntake, build_app
 
 log = get_logger(__name__)
 
-SHUTDOWN_STEP_SECONDS = 10.0
 EXIT_OK, EXIT_FATAL = 0, 1
-
-
-def shutdown_seconds(settings: Settings) -> float:
-    """The longest an orderly shutdown takes, the sum of its steps' bounds; the pod's
-    ``terminationGracePeriodSeconds`` must be at least this."""
-    return sum(
-        (
-            SHUTDOWN_STEP_SECONDS,  # the leader label off
-            SHUTDOWN_STEP_SECONDS,  # the listener
-            # the rollback in flight: its rollout, then its record and Event
-            settings.rollback.wait_for_rollout.total_seconds() + SHUTDOWN_STEP_SECONDS,
-            SHUTDOWN_STEP_SECONDS,  # the outboxes
-            # the Lease: the renewal round in flight (plus a second), then the release
-            settings.leader_election.renew_deadline.total_seconds() + 1 + RELEASE_SECONDS,
-        )
-    )
 
 
 class Daemon:
@@ -295,7 +284,7 @@ class Daemon:
             self.http = HttpServer(app, settings.server)
             await self.http.start()
             log.info("listening", address=settings.server.listen, port=self.http.port)
-            if await _until(self.cache.listed.is_set, 60):
+            if await until(self.cache.listed.is_set, 60):
                 tune_gc()
             self.scheduler.start()
             await self.stop.wait()
@@ -305,7 +294,7 @@ class Daemon:
     async def _run_once(self) -> int:
         assert self.incidents is not None
         assert self.runner is not None
-        await _until(self.cache.listed.is_set, 30)
+        await until(self.cache.listed.is_set, 30)
         await self._follow_leadership()
         at = self.clock.now()
         verdicts = await self.runner.run(at=at)
@@ -320,8 +309,8 @@ class Daemon:
         started = time.monotonic()
         log.info("shutdown_started", within=shutdown_seconds(self.settings))
         self._shutting_down = True  # not ready, not leading: no new decision from here
-        await _bounded(self.label.apply(False), "unlabel")  # webhooks go elsewhere
-        await _bounded(self.http.stop(), "stop_listener")
+        await bounded(self.label.apply(False), "unlabel")  # webhooks go elsewhere
+        await bounded(self.http.stop(), "stop_listener")
         self.scheduler.shutdown()
         assert self.incidents is not None
         rollout = self.settings.rollback.wait_for_rollout.total_seconds()
@@ -378,18 +367,9 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload_rejected", code=exc.code, problems=exc.lines())
             return
-        restart = [
-            section
-            for section in ("kubernetes", "prometheus", "server", "leader_election")
-            if getattr(fresh, section) != getattr(self.settings, section)
-        ]
+        restart = self.settings.needs_restart(fresh)
         self.scheduler.shutdown()
-        # Sections that need a restart keep their running values until then.
-        self.settings = self._forced(
-            fresh.model_copy(
-                update={section: getattr(self.settings, section) for section in restart}
-            )
-        )
+        self.settings = self._forced(self.settings.reloaded(fresh))
         self._build()
         self.scheduler.start()
         log.info(
@@ -397,35 +377,6 @@ class Daemon:
             rules=[r.name for r in self.settings.rules],
             restart_needed_for=restart or None,
         )
-
-
-def tune_gc() -> None:
-    """Keep garbage collection off the evaluation path.
-
-    Each tick parses a result per rule (10,000 series each at scale) into short-lived
-    objects; with the default gen-0 threshold of 700 that triggers hundreds of collections
-    that walk everything alive, the Deployment cache included. Objects alive after start-up
-    are frozen out of collection and young collections run less often; cycles are still
-    collected.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-
-
-async def _until(condition: Callable[[], bool], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.1)
-    return True
-
-
-async def _bounded(step: Any, name: str) -> None:
-    try:
-        await asyncio.wait_for(step, SHUTDOWN_STEP_SECONDS)
-    except TimeoutError:
-        log.error("shutdown_step_timed_out", step=name)
 
 
 def run_daemon(settings: Settings, *, config_file: str, once: bool, dry_run: bool = False) -> int:

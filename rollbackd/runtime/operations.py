@@ -23,8 +23,9 @@ from rollbackd.model import Event, Incident, Target, Verdict, new_incident_id
 from rollbackd.rollbacks.execute import Outcome, RollbackRequest, RollbackResult
 from rollbackd.rollbacks.pauses import lift, pause_of, resumed_message
 from rollbackd.rollbacks.plan import owner_of_workload, rollout_history, selector_of, situation_of
+from rollbackd.rules.syntax import check_rule_syntax
 from rollbackd.runtime.clock import SystemClock
-from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
+from rollbackd.runtime.evaluation import RuleRunner
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.runtime.wiring import Edges, renderer_for
 from rollbackd.settings import Settings

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import (
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
 from rollbackd.settings.rules import TargetLabels
 from rollbackd.settings.values import (

@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import (
-    Field,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import Field, ValidationInfo, field_validator
 
 from rollbackd.settings.values import (
     ClusterName,

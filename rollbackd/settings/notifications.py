@@ -7,12 +7,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import jinja2
-from pydantic import (
-    Field,
-    SecretStr,
-    ValidationInfo,
-    field_validator,
-)
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
 from rollbackd.settings.values import ALL_EVENTS, Event, Regex, Secret, Section
 

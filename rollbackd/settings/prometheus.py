@@ -6,15 +6,9 @@ import contextlib
 import re
 from datetime import timedelta
 
-from pydantic import (
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
-from rollbackd.errors import (
-    SecretUnavailable,
-)
+from rollbackd.errors import SecretUnavailable
 from rollbackd.settings.values import (
     BasicAuth,
     Duration,

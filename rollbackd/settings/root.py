@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import contextlib
 
-from pydantic import (
-    BaseModel,
-    Field,
-    SecretStr,
-    model_validator,
-)
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
-from rollbackd.errors import (
-    SecretUnavailable,
-)
+from rollbackd.errors import SecretUnavailable
 from rollbackd.settings.alertmanager import AlertmanagerSettings
 from rollbackd.settings.kubernetes import KubernetesSettings, LeaderElectionSettings
 from rollbackd.settings.notifications import NotificationSettings
@@ -28,6 +21,9 @@ from rollbackd.settings.values import (
     read_secret_file,
     secret_from,
 )
+
+RESTART_SECTIONS = ("kubernetes", "prometheus", "server", "leader_election")
+"""Sections a reload cannot change in a running process: they take effect at a restart."""
 
 
 class Settings(Section):
@@ -52,6 +48,15 @@ class Settings(Section):
                     f"shorter than rule {rule.name!r}'s interval {format_duration(rule.interval)}"
                 )
         return self
+
+    def needs_restart(self, fresh: Settings) -> list[str]:
+        """The sections ``fresh`` changes that take effect only at a restart."""
+        return [s for s in RESTART_SECTIONS if getattr(fresh, s) != getattr(self, s)]
+
+    def reloaded(self, fresh: Settings) -> Settings:
+        """``fresh``, with the sections that need a restart kept as they run now."""
+        kept = {section: getattr(self, section) for section in self.needs_restart(fresh)}
+        return fresh.model_copy(update=kept)
 
     def secret_values(self) -> list[str]:
         """Every secret this configuration holds or points to, for redaction.

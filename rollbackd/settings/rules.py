@@ -6,11 +6,7 @@ import math
 from datetime import timedelta
 from typing import Annotated
 
-from pydantic import (
-    AfterValidator,
-    Field,
-    field_validator,
-)
+from pydantic import AfterValidator, Field, field_validator
 
 from rollbackd.settings.values import (
     Action,

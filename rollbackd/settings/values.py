@@ -21,9 +21,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from rollbackd.errors import (
-    SecretUnavailable,
-)
+from rollbackd.errors import SecretUnavailable
 from rollbackd.selectors import SelectorError, split_terms
 
 _DURATION_UNITS = {

@@ -13,12 +13,7 @@ from rollbackd.ports import Clock
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import AlertmanagerSettings
-from rollbackd.signals.alertmanager import (
-    Deduplicator,
-    Intake,
-    Payload,
-    interpret,
-)
+from rollbackd.signals.alertmanager import Deduplicator, Intake, Payload, interpret
 
 log = get_logger(__name__)
 _written = logging.getLogger(__name__)  # where log's lines go: asked whether INFO is written

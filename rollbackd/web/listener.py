@@ -15,9 +15,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from rollbackd.errors import (
-    ListenerExhausted,
-)
+from rollbackd.errors import ListenerExhausted
 from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import ServerSettings
 

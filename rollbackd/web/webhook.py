@@ -25,10 +25,7 @@ from rollbackd.errors import (
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import AlertmanagerSettings, ServerSettings
-from rollbackd.signals.alertmanager import (
-    BadPayload,
-    read_payload,
-)
+from rollbackd.signals.alertmanager import BadPayload, read_payload
 from rollbackd.web.auth import WebhookAuthenticator
 from rollbackd.web.intake import WebhookIntake
 

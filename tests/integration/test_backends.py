@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from rollbackd.model import Reason, RuleState, Target
+from rollbackd.rules.syntax import check_rule_syntax
 from rollbackd.runtime.clock import SystemClock
-from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
+from rollbackd.runtime.evaluation import RuleRunner
 from rollbackd.runtime.logs import configure_logging
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import PrometheusSettings, RuleSettings

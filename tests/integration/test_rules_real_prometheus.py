@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from rollbackd.model import Instant, Reason, RuleState, Target, Transition, Verdict
+from rollbackd.rules.syntax import check_rule_syntax
 from rollbackd.runtime.clock import SystemClock
-from rollbackd.runtime.evaluation import RuleRunner, check_rule_syntax
+from rollbackd.runtime.evaluation import RuleRunner
 from rollbackd.runtime.logs import configure_logging
 from rollbackd.runtime.scheduler import EvaluationScheduler
 from rollbackd.runtime.telemetry import Telemetry

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from rollbackd.errors import error_table_markdown
-from rollbackd.runtime.daemon import shutdown_seconds
+from rollbackd.runtime.process import shutdown_seconds
 from rollbackd.settings import load_settings
 from tests.unit.test_settings import EXAMPLE_ENV
 
