@@ -21,7 +21,7 @@ from rollbackd.cli.common import (
 )
 from rollbackd.errors import RollbackdError
 from rollbackd.model import Target
-from rollbackd.rollbacks.execute import Outcome
+from rollbackd.rollbacks.results import Outcome
 from rollbackd.runtime.operations import (
     HISTORY_COLUMNS,
     history_rows,

@@ -21,9 +21,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
-from enum import StrEnum
 
 from rollbackd.errors import (
     KubeConflict,
@@ -33,11 +32,20 @@ from rollbackd.errors import (
     RolloutNotAvailable,
 )
 from rollbackd.incidents.lifecycle import EVENT_FAILED, EVENT_ROLLBACK, EVENT_SKIPPED
-from rollbackd.incidents.owners import FLUX_RECONCILE, RECONCILE_LEVER, SYNC_LEVER, Kind, Owner
-from rollbackd.model import Obj, Target
+from rollbackd.incidents.owners import FLUX_RECONCILE, RECONCILE_LEVER, SYNC_LEVER, Kind
+from rollbackd.model import Obj
 from rollbackd.ports import EventRecorder, OwnerObjects, RolloutWatcher, Workloads
 from rollbackd.retry import Backoff, Sleep, retrying
 from rollbackd.rollbacks.plan import Plan, Skip, deployment_state, plan_rollback, selector_of
+from rollbackd.rollbacks.results import (
+    NEWER_CHANGE,
+    Outcome,
+    RollbackRequest,
+    RollbackResult,
+    owner_refused,
+    result_of,
+    summary_of,
+)
 from rollbackd.rollbacks.status import rollout_status
 from rollbackd.runtime.logs import get_logger
 from rollbackd.settings import RollbackSettings
@@ -53,59 +61,6 @@ from rollbackd.state.annotations import (
 log = get_logger(__name__)
 
 
-class Outcome(StrEnum):
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    DRY_RUN = "dry_run"
-
-
-@dataclass(frozen=True)
-class RollbackRequest:
-    """What to roll back and why."""
-
-    target: Target
-    incident: str
-    rule: str = ""
-    value: float | None = None
-    threshold: float | None = None
-    dry_run: bool = False
-    to_revision: int | None = None
-    manual: bool = False
-    note: str = ""  # an operator's --reason
-    expected_hash: str = ""  # the template the decision judged; another one means a new deploy
-    op: str = ""
-    by: str = ""  # this installation, so that another one never adopts the incident
-    pause: Owner | None = None  # the owner whose re-apply is paused with the rollback
-
-
-@dataclass(frozen=True)
-class RollbackResult:
-    """What happened, with everything a message or an Event needs."""
-
-    request: RollbackRequest
-    outcome: Outcome
-    code: str  # "ok", a skip or decision reason, or an ERR_ code
-    message: str
-    from_revision: int | None = None
-    to_revision: int | None = None
-    from_images: tuple[str, ...] = ()
-    to_images: tuple[str, ...] = ()
-    from_hash: str = ""
-    to_hash: str = ""
-    patch: tuple[Obj, ...] = ()
-    seconds: float = 0.0
-    written: bool = False  # the rollback reached the cluster (even if it did not finish)
-    at: str = ""  # the time in the record written with it
-    paused: bool = False  # the owner's re-apply was paused with it
-
-    @property
-    def dry_run(self) -> bool:
-        return self.outcome is Outcome.DRY_RUN
-
-
-NEWER_CHANGE = "newer_change"
-OWNER_PAUSE_FAILED = "owner_pause_failed"
 MIN_RETRY_SECONDS = 5.0
 
 
@@ -176,7 +131,7 @@ class RollbackExecutor:
         if isinstance(outcome, RollbackResult):
             return outcome
         deployment, plan = outcome
-        await self._record(deployment, EVENT_ROLLBACK, request, f"rolled back {_summary(plan)}")
+        await self._record(deployment, EVENT_ROLLBACK, request, f"rolled back {summary_of(plan)}")
         return await self._verify(request, plan)
 
     async def _attempt(
@@ -202,15 +157,15 @@ class RollbackExecutor:
                     "decision; not rolling it back unasked",
                 )
             if request.dry_run:
-                return _result(
+                return result_of(
                     request,
                     plan,
                     Outcome.DRY_RUN,
                     "ok",
-                    f"DRY-RUN: would roll back {_summary(plan)}; nothing was written",
+                    f"DRY-RUN: would roll back {summary_of(plan)}; nothing was written",
                 )
             if not self._may_write():
-                return _result(
+                return result_of(
                     request,
                     plan,
                     Outcome.FAILED,
@@ -228,11 +183,11 @@ class RollbackExecutor:
                 await self._record(
                     deployment, EVENT_FAILED, request, f"rollback failed: {exc}", warning=True
                 )
-                return _result(
+                return result_of(
                     request, plan, Outcome.FAILED, exc.code, f"{exc}; nothing was written"
                 )
             return deployment, plan
-        return _result(
+        return result_of(
             request,
             None,
             Outcome.FAILED,
@@ -311,7 +266,7 @@ class RollbackExecutor:
                 return None  # a person paused it already: nothing of ours to lift later
             return paused
         if self._owners is None or not self._may_write():
-            return _owner_refused(request, "no access to owner objects")
+            return owner_refused(request, "no access to owner objects")
         try:
             app = await self._owners.get_owner(owner.kind, owner.namespace, owner.name)
             automated = ((app.get("spec") or {}).get("syncPolicy") or {}).get("automated")
@@ -320,7 +275,7 @@ class RollbackExecutor:
             patch = {"spec": {"syncPolicy": {"automated": None}}}
             await self._owners.patch_owner(owner.kind, owner.namespace, owner.name, patch)
         except KubeError as exc:
-            return _owner_refused(request, f"{exc.code}: {exc.message}")
+            return owner_refused(request, f"{exc.code}: {exc.message}")
         log.info("owner_paused", owner=owner.label, lever=SYNC_LEVER)
         return replace(paused, lever=SYNC_LEVER, restore={"automated": automated})
 
@@ -336,12 +291,12 @@ class RollbackExecutor:
     async def _verify(self, request: RollbackRequest, plan: Plan) -> RollbackResult:
         wait = self._settings.wait_for_rollout.total_seconds()
         if wait <= 0:
-            return _result(
+            return result_of(
                 request,
                 plan,
                 Outcome.SUCCEEDED,
                 "ok",
-                f"rolled back {_summary(plan)}",
+                f"rolled back {summary_of(plan)}",
                 written=True,
             )
         try:
@@ -349,27 +304,29 @@ class RollbackExecutor:
                 plan.namespace, plan.name, lambda d: rollout_status(d).done, wait
             )
         except KubeError as exc:
-            return _result(
+            return result_of(
                 request,
                 plan,
                 Outcome.FAILED,
                 exc.code,
-                f"rolled back {_summary(plan)}, but its rollout could not be followed: {exc}",
+                f"rolled back {summary_of(plan)}, but its rollout could not be followed: {exc}",
                 written=True,
             )
         status = rollout_status(final)
         if status.done and not status.failed:
-            return _result(
+            return result_of(
                 request,
                 plan,
                 Outcome.SUCCEEDED,
                 "ok",
-                f"rolled back {_summary(plan)}; {status.message}",
+                f"rolled back {summary_of(plan)}; {status.message}",
                 written=True,
             )
-        message = f"rolled back {_summary(plan)}, but the rollout did not finish: {status.message}"
+        message = (
+            f"rolled back {summary_of(plan)}, but the rollout did not finish: {status.message}"
+        )
         await self._record(final, EVENT_FAILED, request, message, warning=True)
-        return _result(
+        return result_of(
             request, plan, Outcome.FAILED, RolloutNotAvailable.code, message, written=True
         )
 
@@ -403,54 +360,3 @@ class RollbackExecutor:
             await self._events.record_event(deployment, reason=reason, note=note, warning=warning)
         except KubeError as exc:  # an Event is a courtesy: it never fails a rollback
             log.warning("event_not_recorded", reason=reason, code=exc.code, error=exc.message)
-
-
-def _owner_refused(request: RollbackRequest, why: str) -> RollbackResult:
-    owner = request.pause
-    assert owner is not None
-    return RollbackResult(
-        request,
-        Outcome.SKIPPED,
-        OWNER_PAUSE_FAILED,
-        f"could not turn off the automated sync of {owner.label} ({why}); a rollback would "
-        "be reverted at once, so nothing was written",
-    )
-
-
-def _summary(plan: Plan) -> str:
-    def images(value: tuple[str, ...]) -> str:
-        return ", ".join(value) or "?"
-
-    return (
-        f"{plan.namespace}/{plan.name} from revision {plan.from_revision.number} "
-        f"({images(plan.from_revision.images)}) to revision {plan.to_revision.number} "
-        f"({images(plan.to_revision.images)})"
-    )
-
-
-def _result(
-    request: RollbackRequest,
-    plan: Plan | None,
-    outcome: Outcome,
-    code: str,
-    message: str,
-    *,
-    written: bool = False,
-) -> RollbackResult:
-    if plan is None:
-        return RollbackResult(request, outcome, code, message)
-    return RollbackResult(
-        request,
-        outcome,
-        code,
-        message,
-        written=written,
-        from_revision=plan.from_revision.number,
-        to_revision=plan.to_revision.number,
-        from_images=plan.from_revision.images,
-        to_images=plan.to_revision.images,
-        from_hash=plan.from_revision.template_hash,
-        to_hash=plan.to_revision.template_hash,
-        patch=tuple(plan.patch),
-        at=plan.record_at,
-    )

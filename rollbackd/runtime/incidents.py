@@ -30,8 +30,9 @@ from rollbackd.incidents.owners import OWNER_RESOURCES, Owner, owner_revision
 from rollbackd.model import Incident, Obj, Target, Verdict
 from rollbackd.notifications.render import graph_url
 from rollbackd.ports import Clock, DeploymentView, EventRecorder, Notify, OwnerObjects, Workloads
-from rollbackd.rollbacks.execute import Outcome, RollbackExecutor, RollbackRequest, RollbackResult
+from rollbackd.rollbacks.execute import RollbackExecutor
 from rollbackd.rollbacks.plan import owner_of_workload, selector_of, situation_of
+from rollbackd.rollbacks.results import Outcome, RollbackRequest, RollbackResult
 from rollbackd.runtime.deliveries import DeliveryRecord
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry

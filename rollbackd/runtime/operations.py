@@ -20,9 +20,9 @@ from rollbackd.errors import DingTalkError, PrometheusPartial
 from rollbackd.incidents.decide import decide
 from rollbackd.incidents.owners import next_step, policy
 from rollbackd.model import Event, Incident, Target, Verdict, new_incident_id
-from rollbackd.rollbacks.execute import Outcome, RollbackRequest, RollbackResult
 from rollbackd.rollbacks.pauses import lift, pause_of, resumed_message
 from rollbackd.rollbacks.plan import owner_of_workload, rollout_history, selector_of, situation_of
+from rollbackd.rollbacks.results import Outcome, RollbackRequest, RollbackResult
 from rollbackd.rules.syntax import check_rule_syntax
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.evaluation import RuleRunner

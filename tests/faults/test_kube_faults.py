@@ -11,9 +11,9 @@ import pytest
 
 from rollbackd.errors import KubeNotFound, KubeThrottled
 from rollbackd.model import Incident, Target
-from rollbackd.rollbacks.execute import Outcome
 from rollbackd.rollbacks.informer import DeploymentCache
 from rollbackd.rollbacks.kubernetes import KubernetesWorkloads, api_client
+from rollbackd.rollbacks.results import Outcome
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.incidents import IncidentRunner
 from rollbackd.runtime.telemetry import Telemetry

@@ -17,10 +17,11 @@ from kubernetes import client
 from rollbackd.incidents.decide import Action, Decision, Reason, budget_used, decide
 from rollbackd.model import Target
 from rollbackd.rollbacks.cache_shape import LAST_APPLIED
-from rollbackd.rollbacks.execute import NEWER_CHANGE, Outcome, RollbackExecutor, RollbackRequest
+from rollbackd.rollbacks.execute import RollbackExecutor
 from rollbackd.rollbacks.informer import DeploymentCache
 from rollbackd.rollbacks.kubernetes import KubernetesWorkloads, api_client
 from rollbackd.rollbacks.plan import selector_of, situation_of
+from rollbackd.rollbacks.results import NEWER_CHANGE, Outcome, RollbackRequest
 from rollbackd.runtime.wiring import Edges
 from rollbackd.settings import KubernetesSettings, RollbackSettings, Settings
 from rollbackd.state.annotations import RECENT_ROLLBACKS, read_state
