@@ -226,6 +226,28 @@ class Event(StrEnum):
     OWNER_RESUMED = "owner_resumed"  # the pause was lifted (by a person or by itself)
 
 
+class DecisionReason(StrEnum):
+    """Why a firing signal was rolled back, notified or skipped: one code per guard, seen in
+    Events, logs, metrics (``decisions_total``), messages and replay reports."""
+
+    NOT_OPTED_IN = "not_opted_in"
+    OPTED_OUT = "opted_out"
+    NOTIFY_ONLY_RULE = "notify_only_rule"
+    PAUSED = "paused"
+    STATE_UNREADABLE = "state_unreadable"
+    ALREADY_ROLLED_BACK = "already_rolled_back"
+    OWNER_REAPPLIED = "owner_reapplied"
+    UNKNOWN_BREACH_START = "unknown_breach_start"
+    CHANGE_AFTER_BREACH = "change_after_breach"
+    NO_RECENT_CHANGE = "no_recent_change"
+    OWNER_POLICY = "owner_policy"
+    WIDESPREAD_BREACH = "widespread_breach"
+    COOLDOWN = "cooldown"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    BREACH_AFTER_CHANGE = "breach_after_change"
+    MANUAL = "manual"
+
+
 @dataclass(frozen=True)
 class Incident:
     """One moment of an incident, with everything a message shows. One id threads them all."""

@@ -15,7 +15,7 @@ from rollbackd.incidents.cases import (
     Case,
     Phase,
 )
-from rollbackd.incidents.decide import Action, Decision, NoUndo, Reason, decide, duration
+from rollbackd.incidents.decide import Choice, Decision, NoUndo, decide, duration
 from rollbackd.incidents.effects import Decided, Deferred, Note, StartRollback
 from rollbackd.incidents.inputs import Assessed, RolledBack
 from rollbackd.incidents.machine import (
@@ -29,7 +29,7 @@ from rollbackd.incidents.machine import (
     with_undo,
 )
 from rollbackd.incidents.owners import reapplied
-from rollbackd.model import Event, Target
+from rollbackd.model import DecisionReason, Event, Target
 
 
 class Acting(Working):
@@ -56,7 +56,7 @@ class Acting(Working):
             return
         if event.situation is None and not event.error_code:
             self.decided(
-                case, Decision(Action.SKIP, Reason.NOT_OPTED_IN, "not managed", case.target)
+                case, Decision(Choice.SKIP, DecisionReason.NOT_OPTED_IN, "not managed", case.target)
             )
             self.close(case, quiet=True)
             return
@@ -85,7 +85,7 @@ class Acting(Working):
             breaching_together=len(together | {case.target}),
         )
         self.decided(case, decision)
-        if decision.action is Action.SKIP:
+        if decision.action is Choice.SKIP:
             self.close(case, quiet=True)
             return
         facts = with_undo(
@@ -99,7 +99,7 @@ class Acting(Working):
         )
         facts = with_owner(facts, situation, decision, self.config.rollback)
         case = replace(case, facts=facts)
-        if decision.action is Action.NOTIFY:
+        if decision.action is Choice.NOTIFY:
             self.notify_only(case, decision, together)
             return
         undo = situation.undo
@@ -139,8 +139,8 @@ class Acting(Working):
         if situation.current_hash not in situation.state.bad_templates:
             return  # still the rolled-back template: verification goes on
         decision = Decision(
-            Action.NOTIFY,
-            Reason.OWNER_REAPPLIED,
+            Choice.NOTIFY,
+            DecisionReason.OWNER_REAPPLIED,
             reapplied(situation.owner),
             case.target,
         )
@@ -173,7 +173,7 @@ class Acting(Working):
         self, case: Case, decision: Decision | None, together: frozenset[Target]
     ) -> None:
         case = self.not_rolled_back(case)
-        if decision is not None and decision.reason is Reason.WIDESPREAD_BREACH:
+        if decision is not None and decision.reason is DecisionReason.WIDESPREAD_BREACH:
             self.announce_outage(case, together | {case.target})
             return
         if case.attempts == 0:

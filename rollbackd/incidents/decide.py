@@ -48,34 +48,17 @@ from enum import StrEnum
 
 from rollbackd import selectors
 from rollbackd.incidents.owners import Owner, OwnerAction, policy, reapplied
-from rollbackd.model import Target
+from rollbackd.model import DecisionReason, Target
 from rollbackd.settings import KubernetesSettings, RollbackSettings
 from rollbackd.state.annotations import DISABLED, DeploymentState
 
 
-class Action(StrEnum):
+class Choice(StrEnum):
+    """What a decision does with a firing signal."""
+
     ROLLBACK = "rollback"
     NOTIFY = "notify"
     SKIP = "skip"
-
-
-class Reason(StrEnum):
-    NOT_OPTED_IN = "not_opted_in"
-    OPTED_OUT = "opted_out"
-    NOTIFY_ONLY_RULE = "notify_only_rule"
-    PAUSED = "paused"
-    STATE_UNREADABLE = "state_unreadable"
-    ALREADY_ROLLED_BACK = "already_rolled_back"
-    OWNER_REAPPLIED = "owner_reapplied"
-    UNKNOWN_BREACH_START = "unknown_breach_start"
-    CHANGE_AFTER_BREACH = "change_after_breach"
-    NO_RECENT_CHANGE = "no_recent_change"
-    OWNER_POLICY = "owner_policy"
-    WIDESPREAD_BREACH = "widespread_breach"
-    COOLDOWN = "cooldown"
-    BUDGET_EXHAUSTED = "budget_exhausted"
-    BREACH_AFTER_CHANGE = "breach_after_change"
-    MANUAL = "manual"
 
 
 @dataclass(frozen=True)
@@ -113,8 +96,8 @@ class Situation:
 
 @dataclass(frozen=True)
 class Decision:
-    action: Action
-    reason: Reason
+    action: Choice
+    reason: DecisionReason
     message: str
     target: Target
     dry_run: bool = False
@@ -122,7 +105,7 @@ class Decision:
 
     @property
     def acts(self) -> bool:
-        return self.action is Action.ROLLBACK
+        return self.action is Choice.ROLLBACK
 
 
 def is_managed(situation: Situation, kube: KubernetesSettings) -> bool:
@@ -154,108 +137,112 @@ def decide(
 
     owner, owner_action = situation.owner, policy(situation.owner, rollback.owners)
 
-    def outcome(kind: Action, reason: Reason, message: str) -> Decision:
-        dry_run = rollback.dry_run and kind is Action.ROLLBACK
-        paused = owner if kind is Action.ROLLBACK and owner_action is OwnerAction.PAUSE else None
+    def outcome(kind: Choice, reason: DecisionReason, message: str) -> Decision:
+        dry_run = rollback.dry_run and kind is Choice.ROLLBACK
+        paused = owner if kind is Choice.ROLLBACK and owner_action is OwnerAction.PAUSE else None
         return Decision(kind, reason, message, situation.target, dry_run, paused)
 
     target, state = situation.target, situation.state
     if not is_managed(situation, kube):
-        return outcome(Action.SKIP, Reason.NOT_OPTED_IN, f"{target} is not opted in")
+        return outcome(Choice.SKIP, DecisionReason.NOT_OPTED_IN, f"{target} is not opted in")
     if situation.annotations.get(DISABLED, "").lower() == "true":
-        return outcome(Action.SKIP, Reason.OPTED_OUT, f'{target} has {DISABLED}: "true"')
+        return outcome(Choice.SKIP, DecisionReason.OPTED_OUT, f'{target} has {DISABLED}: "true"')
     if action == "notify" and not manual:
-        return outcome(Action.NOTIFY, Reason.NOTIFY_ONLY_RULE, "the signal is set to notify only")
+        return outcome(
+            Choice.NOTIFY, DecisionReason.NOTIFY_ONLY_RULE, "the signal is set to notify only"
+        )
     if situation.paused:
-        return outcome(Action.NOTIFY, Reason.PAUSED, f"{target} is paused; not rolling back")
+        return outcome(
+            Choice.NOTIFY, DecisionReason.PAUSED, f"{target} is paused; not rolling back"
+        )
     if not manual:
         objection = _memory_guard(situation) or _change_guard(
             situation, breach_since, rollback.change_window
         )
         if objection is not None:
-            return outcome(Action.NOTIFY, *objection)
+            return outcome(Choice.NOTIFY, *objection)
     if not manual and owner is not None and owner_action is OwnerAction.NOTIFY:
         setting = "default" if not owner.certain else str(owner.tool)
         return outcome(
-            Action.NOTIFY,
-            Reason.OWNER_POLICY,
+            Choice.NOTIFY,
+            DecisionReason.OWNER_POLICY,
             f"{owner.label} applies {target}; rollback.owners.{setting} is notify: a live "
             "undo would not last, so it is left to a person",
         )
     radius = rollback.blast_radius
     if not manual and breaching_together > radius.max_targets:
         return outcome(
-            Action.NOTIFY,
-            Reason.WIDESPREAD_BREACH,
+            Choice.NOTIFY,
+            DecisionReason.WIDESPREAD_BREACH,
             f"{breaching_together} workloads breached within {duration(radius.window)} "
             f"(more than {radius.max_targets}): an outage, not a bad release",
         )
     if state.cooling_down(now) and not force:
         assert state.cooldown_until is not None
         return outcome(
-            Action.NOTIFY,
-            Reason.COOLDOWN,
+            Choice.NOTIFY,
+            DecisionReason.COOLDOWN,
             f"cooling down until {state.cooldown_until:%Y-%m-%d %H:%M:%S} UTC",
         )
     if not manual and budget_used >= rollback.budget.max:
         return outcome(
-            Action.NOTIFY,
-            Reason.BUDGET_EXHAUSTED,
+            Choice.NOTIFY,
+            DecisionReason.BUDGET_EXHAUSTED,
             f"{budget_used} automatic rollbacks in the last {duration(rollback.budget.per)} "
             f"(budget {rollback.budget.max})",
         )
     if manual:
-        return outcome(Action.ROLLBACK, Reason.MANUAL, "rollback requested by an operator")
+        return outcome(Choice.ROLLBACK, DecisionReason.MANUAL, "rollback requested by an operator")
     assert breach_since is not None
     assert situation.changed_at is not None
     return outcome(
-        Action.ROLLBACK,
-        Reason.BREACH_AFTER_CHANGE,
+        Choice.ROLLBACK,
+        DecisionReason.BREACH_AFTER_CHANGE,
         f"the breach began {duration(breach_since - situation.changed_at)} after the change",
     )
 
 
-def _memory_guard(situation: Situation) -> tuple[Reason, str] | None:
+def _memory_guard(situation: Situation) -> tuple[DecisionReason, str] | None:
     """Invariants 2 and 5: what rollbackd remembers must be readable, and its undo final."""
     state = situation.state
     if state.problems:
         return (
-            Reason.STATE_UNREADABLE,
+            DecisionReason.STATE_UNREADABLE,
             f"rollbackd's state on {situation.target} cannot be read "
             f"({'; '.join(state.problems)}); not acting on what it does not know",
         )
     last = state.last_rollback
     if last is not None and not last.dry_run and last.to_hash == situation.current_hash:
         return (
-            Reason.ALREADY_ROLLED_BACK,
+            DecisionReason.ALREADY_ROLLED_BACK,
             f"the current template is rollbackd's own rollback ({last.incident}); "
             "it will not undo its undo",
         )
     if situation.current_hash in state.bad_templates:
-        return Reason.OWNER_REAPPLIED, reapplied(situation.owner)
+        return DecisionReason.OWNER_REAPPLIED, reapplied(situation.owner)
     return None
 
 
 def _change_guard(
     situation: Situation, breach_since: datetime | None, window: timedelta
-) -> tuple[Reason, str] | None:
+) -> tuple[DecisionReason, str] | None:
     """Invariant 1: only a change within ``window`` before the breach began, never after."""
     if breach_since is None:
         return (
-            Reason.UNKNOWN_BREACH_START,
+            DecisionReason.UNKNOWN_BREACH_START,
             "when the breach began is unknown (no ALERTS_FOR_STATE and no pending_for); "
             "a change after it cannot be ruled out",
         )
     changed = situation.changed_at
     if changed is not None and changed > breach_since:
         return (
-            Reason.CHANGE_AFTER_BREACH,
+            DecisionReason.CHANGE_AFTER_BREACH,
             f"the template changed at {changed:%H:%M:%S}, after the breach began at "
             f"{breach_since:%H:%M:%S}: the change did not cause it",
         )
     if changed is None or breach_since - changed > window:
         return (
-            Reason.NO_RECENT_CHANGE,
+            DecisionReason.NO_RECENT_CHANGE,
             f"no change within {duration(window)} before the breach began",
         )
     return None

@@ -38,10 +38,12 @@ from rollbackd.ports import EventRecorder, OwnerObjects, RolloutWatcher, Workloa
 from rollbackd.retry import Backoff, Sleep, retrying
 from rollbackd.rollbacks.plan import Plan, Skip, deployment_state, plan_rollback, selector_of
 from rollbackd.rollbacks.results import (
-    NEWER_CHANGE,
     Outcome,
+    ResultCode,
+    ResultReason,
     RollbackRequest,
     RollbackResult,
+    error_code,
     owner_refused,
     result_of,
     summary_of,
@@ -98,7 +100,7 @@ class RollbackExecutor:
             result = await self._execute(request)
         except KubeError as exc:  # reading failed for good before anything was written
             result = RollbackResult(
-                request, Outcome.FAILED, exc.code, f"{exc}; nothing was written"
+                request, Outcome.FAILED, error_code(exc), f"{exc}; nothing was written"
             )
         return replace(result, seconds=round(time.monotonic() - started, 3))
 
@@ -152,7 +154,7 @@ class RollbackExecutor:
                 return await self._skipped(
                     request,
                     deployment,
-                    NEWER_CHANGE,
+                    ResultReason.NEWER_CHANGE,
                     f"a newer change (revision {plan.from_revision.number}) landed after the "
                     "decision; not rolling it back unasked",
                 )
@@ -161,7 +163,7 @@ class RollbackExecutor:
                     request,
                     plan,
                     Outcome.DRY_RUN,
-                    "ok",
+                    ResultReason.OK,
                     f"DRY-RUN: would roll back {summary_of(plan)}; nothing was written",
                 )
             if not self._may_write():
@@ -169,7 +171,7 @@ class RollbackExecutor:
                     request,
                     plan,
                     Outcome.FAILED,
-                    LeadershipLost.code,
+                    error_code(LeadershipLost),
                     "leadership lost before the write; nothing was written",
                 )
             try:
@@ -184,14 +186,14 @@ class RollbackExecutor:
                     deployment, EVENT_FAILED, request, f"rollback failed: {exc}", warning=True
                 )
                 return result_of(
-                    request, plan, Outcome.FAILED, exc.code, f"{exc}; nothing was written"
+                    request, plan, Outcome.FAILED, error_code(exc), f"{exc}; nothing was written"
                 )
             return deployment, plan
         return result_of(
             request,
             None,
             Outcome.FAILED,
-            KubeConflict.code,
+            error_code(KubeConflict),
             f"the Deployment kept changing; gave up after {self._attempts} attempts; "
             "nothing was written",
         )
@@ -295,7 +297,7 @@ class RollbackExecutor:
                 request,
                 plan,
                 Outcome.SUCCEEDED,
-                "ok",
+                ResultReason.OK,
                 f"rolled back {summary_of(plan)}",
                 written=True,
             )
@@ -308,7 +310,7 @@ class RollbackExecutor:
                 request,
                 plan,
                 Outcome.FAILED,
-                exc.code,
+                error_code(exc),
                 f"rolled back {summary_of(plan)}, but its rollout could not be followed: {exc}",
                 written=True,
             )
@@ -318,7 +320,7 @@ class RollbackExecutor:
                 request,
                 plan,
                 Outcome.SUCCEEDED,
-                "ok",
+                ResultReason.OK,
                 f"rolled back {summary_of(plan)}; {status.message}",
                 written=True,
             )
@@ -327,15 +329,15 @@ class RollbackExecutor:
         )
         await self._record(final, EVENT_FAILED, request, message, warning=True)
         return result_of(
-            request, plan, Outcome.FAILED, RolloutNotAvailable.code, message, written=True
+            request, plan, Outcome.FAILED, error_code(RolloutNotAvailable), message, written=True
         )
 
     async def _skipped(
-        self, request: RollbackRequest, deployment: Obj, reason: str, message: str
+        self, request: RollbackRequest, deployment: Obj, reason: ResultCode, message: str
     ) -> RollbackResult:
         if not request.dry_run:
             await self._record(deployment, EVENT_SKIPPED, request, f"skipped ({reason}): {message}")
-        return RollbackResult(request, Outcome.SKIPPED, str(reason), message)
+        return RollbackResult(request, Outcome.SKIPPED, reason, message)
 
     async def _record(
         self,

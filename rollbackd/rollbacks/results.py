@@ -4,10 +4,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NewType
 
+from rollbackd.errors import RollbackdError
 from rollbackd.incidents.owners import Owner
-from rollbackd.model import Obj, Target
-from rollbackd.rollbacks.plan import Plan
+from rollbackd.model import DecisionReason, Obj, Target
+from rollbackd.rollbacks.plan import Plan, SkipReason
+
+
+class ResultReason(StrEnum):
+    """The executor's own result codes, beside decision reasons, skip reasons and errors."""
+
+    OK = "ok"
+    NEWER_CHANGE = "newer_change"  # a change landed after the decision: not rolled back
+    OWNER_PAUSE_FAILED = "owner_pause_failed"  # the owner's sync could not be turned off
+
+
+ErrorCode = NewType("ErrorCode", str)
+"""An ``ERR_`` code of the error tree (``rollbackd.errors``)."""
+
+ResultCode = ResultReason | DecisionReason | SkipReason | ErrorCode
+"""What a ``RollbackResult`` reports: a reason (``ok`` included), or an error's code."""
+
+
+def error_code(error: RollbackdError | type[RollbackdError]) -> ErrorCode:
+    """The result code of an error (an instance or its class)."""
+    return ErrorCode(error.code)
 
 
 class Outcome(StrEnum):
@@ -42,7 +64,7 @@ class RollbackResult:
 
     request: RollbackRequest
     outcome: Outcome
-    code: str  # "ok", a skip or decision reason, or an ERR_ code
+    code: ResultCode
     message: str
     from_revision: int | None = None
     to_revision: int | None = None
@@ -61,10 +83,6 @@ class RollbackResult:
         return self.outcome is Outcome.DRY_RUN
 
 
-NEWER_CHANGE = "newer_change"
-OWNER_PAUSE_FAILED = "owner_pause_failed"
-
-
 def owner_refused(request: RollbackRequest, why: str) -> RollbackResult:
     """Skipped: the owner's automated sync could not be turned off, so nothing was written."""
     owner = request.pause
@@ -72,7 +90,7 @@ def owner_refused(request: RollbackRequest, why: str) -> RollbackResult:
     return RollbackResult(
         request,
         Outcome.SKIPPED,
-        OWNER_PAUSE_FAILED,
+        ResultReason.OWNER_PAUSE_FAILED,
         f"could not turn off the automated sync of {owner.label} ({why}); a rollback would "
         "be reverted at once, so nothing was written",
     )
@@ -95,7 +113,7 @@ def result_of(
     request: RollbackRequest,
     plan: Plan | None,
     outcome: Outcome,
-    code: str,
+    code: ResultCode,
     message: str,
     *,
     written: bool = False,

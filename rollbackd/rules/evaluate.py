@@ -53,7 +53,7 @@ COMPARE: dict[str, Callable[[float, float], bool]] = {
 }
 _POLICY: dict[Policy, bool | None] = {"ok": False, "breach": True, "hold": None}
 
-Outcome = QueryResult | PrometheusError
+Answer = QueryResult | PrometheusError
 """What a query produced: values, or the classified error."""
 
 
@@ -157,10 +157,10 @@ class RuleEvaluator:
 
     def evaluate(
         self,
-        outcome: Outcome,
+        outcome: Answer,
         *,
         now: Instant,
-        traffic: Outcome | None = None,
+        traffic: Answer | None = None,
         quiet: bool = False,
         include: Collection[Target] = (),
         managed: Callable[[Target], bool] | None = None,
@@ -240,7 +240,7 @@ class RuleEvaluator:
             )
         return verdicts
 
-    def _judge(self, target: Target, outcome: Outcome, traffic: Outcome | None) -> _Judgement:
+    def _judge(self, target: Target, outcome: Answer, traffic: Answer | None) -> _Judgement:
         rule = self.rule
         if isinstance(outcome, PrometheusPartial):
             shown = outcome.partial.values.get(target) if outcome.partial is not None else None

@@ -27,7 +27,7 @@ from rollbackd.errors import PrometheusError, PrometheusPartial
 from rollbackd.model import Instant, QueryResult, Reason, RuleState, Target, Transition, Verdict
 from rollbackd.ports import Clock, MetricsSource
 from rollbackd.replay.recorded import Recorded, grid, ticks
-from rollbackd.rules.evaluate import Outcome, RuleEvaluator, onsets
+from rollbackd.rules.evaluate import Answer, RuleEvaluator, onsets
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import RuleSettings
@@ -257,7 +257,7 @@ class RuleRunner:
         dated = onsets(targets, columns, end=now, step=step)
         return {t: at for t, at in dated.items() if evaluator.date_onset(t, at)}
 
-    async def _fetch(self, expr: str, rule: RuleSettings) -> Outcome:
+    async def _fetch(self, expr: str, rule: RuleSettings) -> Answer:
         try:
             return await self._source.query(expr, target_labels=rule.target_labels)
         except PrometheusError as exc:

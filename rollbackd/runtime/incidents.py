@@ -32,7 +32,7 @@ from rollbackd.notifications.render import graph_url
 from rollbackd.ports import Clock, DeploymentView, EventRecorder, Notify, OwnerObjects, Workloads
 from rollbackd.rollbacks.execute import RollbackExecutor
 from rollbackd.rollbacks.plan import owner_of_workload, selector_of, situation_of
-from rollbackd.rollbacks.results import Outcome, RollbackRequest, RollbackResult
+from rollbackd.rollbacks.results import Outcome, RollbackRequest, RollbackResult, error_code
 from rollbackd.runtime.deliveries import DeliveryRecord
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
@@ -312,7 +312,7 @@ class IncidentRunner:
             try:
                 result = await self.executor.execute(request)
             except RollbackdError as exc:
-                result = RollbackResult(request, Outcome.FAILED, exc.code, exc.message)
+                result = RollbackResult(request, Outcome.FAILED, error_code(exc), exc.message)
             self._telemetry.rollbacks.labels(str(result.outcome)).inc()
             self._telemetry.rollback_seconds.observe(result.seconds)
             log.info(

@@ -16,11 +16,9 @@ from rollbackd.settings.root import Settings
 from rollbackd.settings.rules import Condition, RuleSettings, TargetLabels
 from rollbackd.settings.server import LoggingSettings, ServerSettings
 from rollbackd.settings.values import (
-    ALL_EVENTS,
     Action,
     BasicAuth,
     Duration,
-    Event,
     Op,
     Policy,
     format_duration,
@@ -30,7 +28,6 @@ from rollbackd.settings.values import (
 )
 
 __all__ = [
-    "ALL_EVENTS",
     "LEASE_JITTER",
     "Action",
     "AlertmanagerSettings",
@@ -40,7 +37,6 @@ __all__ = [
     "Budget",
     "Condition",
     "Duration",
-    "Event",
     "HmacAuth",
     "KubernetesSettings",
     "LeaderElectionSettings",

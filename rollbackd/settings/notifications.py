@@ -9,7 +9,8 @@ from typing import Annotated, Literal
 import jinja2
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from rollbackd.settings.values import ALL_EVENTS, Event, Regex, Secret, Section
+from rollbackd.model import Event
+from rollbackd.settings.values import Regex, Secret, Section
 
 
 class _RobotBase(Section):
@@ -66,7 +67,7 @@ Robot = Annotated[WebhookRobot | AppRobot, Field(discriminator="kind")]
 class NotificationSettings(Section):
     language: Literal["zh", "en"] = Field("zh", description="message language: zh | en")
     events: list[Event] = Field(
-        default_factory=lambda: list(ALL_EVENTS), description="incident events that are sent"
+        default_factory=lambda: list(Event), description="incident events that are sent"
     )
     robots: list[Robot] = Field(default_factory=list, description="where messages go")
     templates_dir: str = Field(

@@ -259,30 +259,6 @@ def read_secret_file(path: str) -> str:
 Op = Literal[">", ">=", "<", "<="]
 Policy = Literal["ok", "hold", "breach"]
 Action = Literal["rollback", "notify"]
-Event = Literal[
-    "breach",
-    "rollback_started",
-    "rollback_succeeded",
-    "rollback_failed",
-    "skipped",
-    "recovered",
-    "escalated",
-    "outage",
-    "owner_paused",
-    "owner_resumed",
-]
-ALL_EVENTS: tuple[Event, ...] = (
-    "breach",
-    "rollback_started",
-    "rollback_succeeded",
-    "rollback_failed",
-    "skipped",
-    "recovered",
-    "escalated",
-    "outage",
-    "owner_paused",
-    "owner_resumed",
-)
 
 
 class Section(BaseModel):

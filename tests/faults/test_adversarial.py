@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from rollbackd.incidents.decide import Reason, decide
-from rollbackd.model import QueryResult, RuleState, Target, Transition
+from rollbackd.incidents.decide import decide
+from rollbackd.model import DecisionReason, QueryResult, RuleState, Target, Transition
 from rollbackd.rollbacks.plan import situation_of
 from rollbackd.rules.evaluate import RuleEvaluator
 from rollbackd.settings import KubernetesSettings, RollbackSettings, RuleSettings
@@ -57,7 +57,7 @@ def test_metadata_only_change_is_not_a_change(kube: Kube) -> None:
         budget_used=0,
         now=later,
     )
-    assert decision.reason is Reason.NO_RECENT_CHANGE
+    assert decision.reason is DecisionReason.NO_RECENT_CHANGE
     assert len(replicasets) == 1  # no new revision either
 
 

@@ -27,8 +27,7 @@ from typing import Any
 
 import pytest
 
-from rollbackd.incidents.decide import Reason
-from rollbackd.model import Instant, Target
+from rollbackd.model import DecisionReason, Instant, Target
 from rollbackd.replay.past import PastCluster
 from rollbackd.replay.run import Replayer, replay
 from rollbackd.rollbacks.kubernetes import KubernetesWorkloads
@@ -193,12 +192,12 @@ def test_replay_reports_exactly_the_day_s_breaches_and_decisions(day: Day) -> No
     }
     for name in WORKLOADS:
         want = (
-            ("notify", Reason.WIDESPREAD_BREACH)
+            ("notify", DecisionReason.WIDESPREAD_BREACH)
             if name == "api"
-            else ("notify", Reason.NO_RECENT_CHANGE)
+            else ("notify", DecisionReason.NO_RECENT_CHANGE)
         )
         assert decided[(name, iso(at(10, 5)))] == want, name
-    assert decided[("web", iso(at(15, 2)))] == ("rollback", Reason.BREACH_AFTER_CHANGE)
+    assert decided[("web", iso(at(15, 2)))] == ("rollback", DecisionReason.BREACH_AFTER_CHANGE)
     web = breaches[(BAD_RELEASE[0], iso(BAD_RELEASE[1]), iso(BAD_RELEASE[2]))]
     assert web["peak"] == pytest.approx(0.2)
     assert web["fired"] == iso(at(15, 5))

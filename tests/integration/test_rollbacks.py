@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from rollbackd.incidents.decide import Action, Decision, Reason, budget_used, decide
-from rollbackd.model import Target
+from rollbackd.incidents.decide import Choice, Decision, budget_used, decide
+from rollbackd.model import DecisionReason, Target
 from rollbackd.rollbacks.cache_shape import LAST_APPLIED
 from rollbackd.rollbacks.execute import RollbackExecutor
 from rollbackd.rollbacks.informer import DeploymentCache
 from rollbackd.rollbacks.kubernetes import KubernetesWorkloads, api_client
 from rollbackd.rollbacks.plan import selector_of, situation_of
-from rollbackd.rollbacks.results import NEWER_CHANGE, Outcome, RollbackRequest
+from rollbackd.rollbacks.results import Outcome, ResultReason, RollbackRequest
 from rollbackd.runtime.wiring import Edges
 from rollbackd.settings import KubernetesSettings, RollbackSettings, Settings
 from rollbackd.state.annotations import RECENT_ROLLBACKS, read_state
@@ -197,7 +197,7 @@ def test_newer_deploy_between_decision_and_patch_is_not_overwritten(kube: Kube) 
     result = asyncio.run(run.execute(request(expected_hash=bad_hash.current_hash)))
     assert image(kube) == "nginx:4.0"
     assert result.outcome is Outcome.SKIPPED
-    assert result.code == NEWER_CHANGE
+    assert result.code == ResultReason.NEWER_CHANGE
     assert not result.written
     assert any(e["reason"] == "RollbackdSkipped" for e in events(kube))
 
@@ -283,9 +283,9 @@ def test_cooldown_and_budget_hold_across_a_restart(kube: Kube) -> None:
         )
 
     web = asyncio.run(decision_for("web"))
-    assert (web.action, web.reason) == (Action.NOTIFY, Reason.ALREADY_ROLLED_BACK)
+    assert (web.action, web.reason) == (Choice.NOTIFY, DecisionReason.ALREADY_ROLLED_BACK)
     api = asyncio.run(decision_for("api"))
-    assert (api.action, api.reason) == (Action.NOTIFY, Reason.BUDGET_EXHAUSTED)
+    assert (api.action, api.reason) == (Choice.NOTIFY, DecisionReason.BUDGET_EXHAUSTED)
     deployment = seed.read(kube.api, "demo", "web")
     assert read_state(deployment["metadata"]["annotations"]).cooling_down(now)
 

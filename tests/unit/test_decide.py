@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rollbackd.incidents.decide import Action, Reason, Situation, budget_used, decide
-from rollbackd.model import Target
+from rollbackd.incidents.decide import Choice, Situation, budget_used, decide
+from rollbackd.model import DecisionReason, Target
 from rollbackd.settings import KubernetesSettings, RollbackSettings
 from rollbackd.state.annotations import (
     DeploymentState,
@@ -36,7 +36,7 @@ def situation(**changes: object) -> Situation:
     return Situation(**base)  # type: ignore[arg-type]
 
 
-def verdict(s: Situation, **kwargs: object) -> tuple[Action, Reason]:
+def verdict(s: Situation, **kwargs: object) -> tuple[Choice, DecisionReason]:
     options: dict[str, object] = {
         "breach_since": BREACH,
         "action": "rollback",
@@ -52,24 +52,30 @@ def verdict(s: Situation, **kwargs: object) -> tuple[Action, Reason]:
 
 def test_breach_soon_after_a_change_rolls_back() -> None:
     """A breach five minutes after a deploy, every guard passing: rollback."""
-    assert verdict(situation()) == (Action.ROLLBACK, Reason.BREACH_AFTER_CHANGE)
+    assert verdict(situation()) == (Choice.ROLLBACK, DecisionReason.BREACH_AFTER_CHANGE)
 
 
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"labels": {"app": "web"}}, (Action.SKIP, Reason.NOT_OPTED_IN)),
-        ({"annotations": {"rollbackd.io/disabled": "true"}}, (Action.SKIP, Reason.OPTED_OUT)),
-        ({"paused": True}, (Action.NOTIFY, Reason.PAUSED)),
-        ({"changed_at": None}, (Action.NOTIFY, Reason.NO_RECENT_CHANGE)),
-        ({"changed_at": BREACH - timedelta(hours=2)}, (Action.NOTIFY, Reason.NO_RECENT_CHANGE)),
+        ({"labels": {"app": "web"}}, (Choice.SKIP, DecisionReason.NOT_OPTED_IN)),
+        (
+            {"annotations": {"rollbackd.io/disabled": "true"}},
+            (Choice.SKIP, DecisionReason.OPTED_OUT),
+        ),
+        ({"paused": True}, (Choice.NOTIFY, DecisionReason.PAUSED)),
+        ({"changed_at": None}, (Choice.NOTIFY, DecisionReason.NO_RECENT_CHANGE)),
+        (
+            {"changed_at": BREACH - timedelta(hours=2)},
+            (Choice.NOTIFY, DecisionReason.NO_RECENT_CHANGE),
+        ),
         (
             {"changed_at": BREACH + timedelta(seconds=30)},
-            (Action.NOTIFY, Reason.CHANGE_AFTER_BREACH),
+            (Choice.NOTIFY, DecisionReason.CHANGE_AFTER_BREACH),
         ),
     ],
 )
-def test_guards(change: dict[str, object], expected: tuple[Action, Reason]) -> None:
+def test_guards(change: dict[str, object], expected: tuple[Choice, DecisionReason]) -> None:
     """Each guard stops an automatic rollback with its own reason code."""
     assert verdict(situation(**change)) == expected
 
@@ -77,12 +83,12 @@ def test_guards(change: dict[str, object], expected: tuple[Action, Reason]) -> N
 def test_namespace_list_limits_management() -> None:
     """With namespaces configured, a Deployment elsewhere is not managed."""
     kube = KubernetesSettings(namespaces=["payments"])
-    assert verdict(situation(), kube=kube) == (Action.SKIP, Reason.NOT_OPTED_IN)
+    assert verdict(situation(), kube=kube) == (Choice.SKIP, DecisionReason.NOT_OPTED_IN)
 
 
 def test_notify_only_rules_never_roll_back() -> None:
     """A rule with action notify informs people and touches nothing."""
-    assert verdict(situation(), action="notify") == (Action.NOTIFY, Reason.NOTIFY_ONLY_RULE)
+    assert verdict(situation(), action="notify") == (Choice.NOTIFY, DecisionReason.NOTIFY_ONLY_RULE)
 
 
 def test_never_undo_the_undo() -> None:
@@ -91,9 +97,9 @@ def test_never_undo_the_undo() -> None:
         "rb-1", "2026-11-27T11:50:00Z", 3, 2, "bad111", "abc123", "errors", 0.3, 0.05
     )
     state = DeploymentState(last_rollback=last)
-    assert verdict(situation(state=state)) == (Action.NOTIFY, Reason.ALREADY_ROLLED_BACK)
+    assert verdict(situation(state=state)) == (Choice.NOTIFY, DecisionReason.ALREADY_ROLLED_BACK)
     # an operator may still go further back by hand
-    assert verdict(situation(state=state), manual=True) == (Action.ROLLBACK, Reason.MANUAL)
+    assert verdict(situation(state=state), manual=True) == (Choice.ROLLBACK, DecisionReason.MANUAL)
 
 
 def test_cooldown_read_back_from_annotations() -> None:
@@ -103,7 +109,7 @@ def test_cooldown_read_back_from_annotations() -> None:
         DeploymentState(), last, now=NOW - timedelta(minutes=5), cooldown=timedelta(minutes=15)
     )
     state = read_state(written)  # what a restarted process sees
-    assert verdict(situation(state=state)) == (Action.NOTIFY, Reason.COOLDOWN)
+    assert verdict(situation(state=state)) == (Choice.NOTIFY, DecisionReason.COOLDOWN)
     later = NOW + timedelta(minutes=11)
     assert (
         verdict(
@@ -111,7 +117,7 @@ def test_cooldown_read_back_from_annotations() -> None:
             now=later,
             breach_since=later - timedelta(minutes=1),
         )[1]
-        != Reason.COOLDOWN
+        != DecisionReason.COOLDOWN
     )
 
 
@@ -128,7 +134,10 @@ def test_budget_counts_automatic_rollbacks_across_deployments() -> None:
     ]
     used = budget_used(states, now=NOW, per=timedelta(hours=1))
     assert used == 5
-    assert verdict(situation(), budget_used=used) == (Action.NOTIFY, Reason.BUDGET_EXHAUSTED)
+    assert verdict(situation(), budget_used=used) == (
+        Choice.NOTIFY,
+        DecisionReason.BUDGET_EXHAUSTED,
+    )
     manual_only = read_state(
         after_rollback(DeploymentState(), last, now=NOW, cooldown=timedelta(0), automatic=False)
     )

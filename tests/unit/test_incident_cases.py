@@ -7,9 +7,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from rollbackd.incidents import lifecycle as core
-from rollbackd.incidents.decide import NoUndo, Reason, Situation, Undo
+from rollbackd.incidents.decide import NoUndo, Situation, Undo
 from rollbackd.incidents.owners import Kind, Owner, Tool
-from rollbackd.model import Event, Instant, RuleState, Target, Transition, Verdict
+from rollbackd.model import DecisionReason, Event, Instant, RuleState, Target, Transition, Verdict
 from rollbackd.settings import AlertmanagerSettings, KubernetesSettings, RollbackSettings
 from rollbackd.signals.alertmanager import Deduplicator, Payload, interpret
 from rollbackd.state.annotations import DeploymentState, LastRollback, format_time, state_of
@@ -104,7 +104,7 @@ def said(effects: list[core.Effect]) -> list[Event]:
     return [e.facts.event for e in effects if isinstance(e, core.Say)]
 
 
-def decided(effects: list[core.Effect]) -> list[Reason]:
+def decided(effects: list[core.Effect]) -> list[DecisionReason]:
     return [e.decision.reason for e in effects if isinstance(e, core.Decided)]
 
 
@@ -115,7 +115,7 @@ def test_case_1_budget_holds_within_one_tick() -> None:
     state, effects = run(leader(cfg), [core.Signals(tuple(firing(target(i)) for i in range(8)))])
     state, effects = assess_all(state, effects)
     assert len(of(core.StartRollback, effects)) == 5
-    assert decided(effects).count(Reason.BUDGET_EXHAUSTED) == 3
+    assert decided(effects).count(DecisionReason.BUDGET_EXHAUSTED) == 3
     assert len(state.reserved) == 5
 
 
@@ -139,7 +139,7 @@ def test_case_1_budget_released_only_by_the_result() -> None:
     assert not state.reserved
     state, effects = run(state, [core.Signals((firing(target(1)),))])
     state, effects = assess_all(state, effects)
-    assert decided(effects) == [Reason.BUDGET_EXHAUSTED]
+    assert decided(effects) == [DecisionReason.BUDGET_EXHAUSTED]
 
 
 def test_case_2_outage_rolls_nothing_back_and_names_everyone_once() -> None:
@@ -148,7 +148,7 @@ def test_case_2_outage_rolls_nothing_back_and_names_everyone_once() -> None:
     state, effects = run(leader(), [core.Signals(tuple(firing(target(i)) for i in range(4)))])
     state, effects = assess_all(state, effects)
     assert not of(core.StartRollback, effects)
-    assert decided(effects) == [Reason.WIDESPREAD_BREACH] * 4
+    assert decided(effects) == [DecisionReason.WIDESPREAD_BREACH] * 4
     outage = [e.facts for e in of(core.Say, effects) if e.facts.event is Event.OUTAGE]
     assert len(outage) == 1
     assert all(str(target(i)) in outage[0].reason for i in range(4))
@@ -189,7 +189,7 @@ def test_case_3_alertmanager_breach_starts_its_pending_for_earlier() -> None:
     assert verdict.began == NOW - timedelta(minutes=5)
     state, effects = run(leader(), [core.Signals((verdict,))])
     state, effects = assess_all(state, effects, changed_at=NOW - timedelta(minutes=2))
-    assert decided(effects) == [Reason.CHANGE_AFTER_BREACH]
+    assert decided(effects) == [DecisionReason.CHANGE_AFTER_BREACH]
     assert not of(core.StartRollback, effects)
 
 
@@ -198,7 +198,7 @@ def test_case_3_unknown_breach_start_only_notifies() -> None:
     so it notifies with unknown_breach_start and rolls nothing back."""
     state, effects = run(leader(), [core.Signals((firing(target(0), "am:X", began=None),))])
     state, effects = assess_all(state, effects)
-    assert decided(effects) == [Reason.UNKNOWN_BREACH_START]
+    assert decided(effects) == [DecisionReason.UNKNOWN_BREACH_START]
     assert said(effects) == [Event.BREACH, Event.SKIPPED]
 
 
@@ -276,7 +276,7 @@ def test_case_11_unreadable_state_fails_closed() -> None:
     assert len(garbage.problems) == 2
     state, effects = run(leader(), [core.Signals((firing(target(0)),))])
     state, effects = assess_all(state, effects, state=garbage)
-    assert decided(effects) == [Reason.STATE_UNREADABLE]
+    assert decided(effects) == [DecisionReason.STATE_UNREADABLE]
     assert not of(core.StartRollback, effects)
 
 
@@ -373,7 +373,7 @@ def test_owner_re_apply_during_verification_is_said_once_across_failovers() -> N
     back = situation(target(0), current_hash="bad1", state=DeploymentState(bad_templates=("bad1",)))
     state, effects = run(state, [core.Assessed(assess.target, assess.incident, back)])
     assert said(effects) == [Event.SKIPPED]
-    assert decided(effects) == [Reason.OWNER_REAPPLIED]
+    assert decided(effects) == [DecisionReason.OWNER_REAPPLIED]
     assert not of(core.StartRollback, effects)
     state, effects = run(state, [core.Signals((firing(target(0)),))])
     assert said(effects) == []  # not one per tick

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from rollbackd.incidents.decide import Action, Reason, decide
+from rollbackd.incidents.decide import Choice, decide
 from rollbackd.incidents.owners import (
     Kind,
     Owner,
@@ -18,6 +18,7 @@ from rollbackd.incidents.owners import (
     owner_revision,
     policy,
 )
+from rollbackd.model import DecisionReason
 from rollbackd.settings import KubernetesSettings, OwnerPolicies, RollbackSettings
 from rollbackd.state.annotations import PausedOwner
 from tests.unit.test_incident_cases import situation, target
@@ -151,7 +152,7 @@ def test_an_owner_that_notifies_blocks_the_rollback_and_says_what_to_do() -> Non
     }
     owned = situation(t, owner=APP, changed_at=breach - timedelta(minutes=1))
     notified = decide(owned, rollback=RollbackSettings(), **common)  # type: ignore[arg-type]
-    assert (notified.action, notified.reason) == (Action.NOTIFY, Reason.OWNER_POLICY)
+    assert (notified.action, notified.reason) == (Choice.NOTIFY, DecisionReason.OWNER_POLICY)
     assert "Argo CD Application argocd/shop-web" in notified.message
     paused = decide(
         owned,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from rollbackd.errors import PrometheusUnreachable, ReplayBadArguments
-from rollbackd.incidents.decide import Reason, decide
+from rollbackd.incidents.decide import decide
 from rollbackd.incidents.lifecycle import StartRollback
-from rollbackd.model import QueryResult, Target
+from rollbackd.model import DecisionReason, QueryResult, Target
 from rollbackd.replay.past import PastCluster
 from rollbackd.replay.recorded import MAX_POINTS, Recorded, grid, ticks
 from rollbackd.replay.report import Breach, Report, dumps, to_table
@@ -200,7 +200,7 @@ def test_a_replayed_rollback_is_remembered_and_never_undone() -> None:
         budget_used=0,
         now=when + timedelta(minutes=1),
     )
-    assert decision.reason is Reason.ALREADY_ROLLED_BACK
+    assert decision.reason is DecisionReason.ALREADY_ROLLED_BACK
 
 
 def test_today_s_memory_on_the_objects_is_not_taken_for_the_past() -> None:

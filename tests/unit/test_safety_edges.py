@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from rollbackd.incidents.decide import Action, Reason, decide
-from rollbackd.model import Event, QueryResult, RuleState
+from rollbackd.incidents.decide import Choice, decide
+from rollbackd.model import DecisionReason, Event, QueryResult, RuleState
 from rollbackd.notifications.render import Renderer, sample_incident, template_problems
 from rollbackd.rules.evaluate import RuleEvaluator
 from rollbackd.runtime.evaluation import RuleRunner
@@ -168,10 +168,10 @@ def test_case_20_force_passes_the_cooldown_only() -> None:
         "now": now,
         "manual": True,
     }
-    assert decide(cooling, **options).reason is Reason.COOLDOWN
-    assert decide(cooling, **options, force=True).action is Action.ROLLBACK
+    assert decide(cooling, **options).reason is DecisionReason.COOLDOWN
+    assert decide(cooling, **options, force=True).action is Choice.ROLLBACK
     opted_out = situation(
         annotations={"rollbackd.io/disabled": "true"},
         state=DeploymentState(cooldown_until=now + timedelta(minutes=5)),
     )
-    assert decide(opted_out, **options, force=True).reason is Reason.OPTED_OUT
+    assert decide(opted_out, **options, force=True).reason is DecisionReason.OPTED_OUT

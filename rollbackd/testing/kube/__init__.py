@@ -10,6 +10,7 @@ verb and resource), ``faults.expire_watches`` (410 Gone); rollout knobs on ``clu
 """
 
 from rollbackd.testing.kube.cluster import Cluster
-from rollbackd.testing.kube.server import Fault, Hook, KubeApiServer
+from rollbackd.testing.kube.faults import Fault, Hook
+from rollbackd.testing.kube.server import KubeApiServer
 
 __all__ = ["Cluster", "Fault", "Hook", "KubeApiServer"]

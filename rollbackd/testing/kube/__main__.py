@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 from rollbackd.testing.kube import Cluster, KubeApiServer
-from rollbackd.testing.kube.server import default_deployment
+from rollbackd.testing.kube.shapes import default_deployment
 
 MANAGED_FIELDS = Path(__file__).parent / "data" / "managed-fields-deployment.json"
 """The ``managedFields`` of a captured Deployment (created, status written, image set)."""
