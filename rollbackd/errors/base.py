@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class RollbackdError(Exception):
@@ -10,6 +10,13 @@ class RollbackdError(Exception):
 
     code: ClassVar[str] = "ERR_INTERNAL"
     transient: ClassVar[bool] = False
+
+    def __init_subclass__(cls, *, code: str, transient: bool | None = None, **kwargs: Any) -> None:
+        """Each class names its code, and whether a retry may succeed (inherited if unsaid)."""
+        super().__init_subclass__(**kwargs)
+        cls.code = code
+        if transient is not None:
+            cls.transient = transient
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)

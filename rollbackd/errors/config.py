@@ -23,10 +23,8 @@ class ConfigProblem:
         return f"{where}:{key} {self.message} [{self.code}]"
 
 
-class ConfigError(RollbackdError):
+class ConfigError(RollbackdError, code="ERR_CONFIG_INVALID"):
     """The configuration cannot be used as written; carries every problem found."""
-
-    code = "ERR_CONFIG_INVALID"
 
     def __init__(
         self, file: str, problems: list[ConfigProblem], *, secrets: tuple[str, ...] = ()
@@ -45,45 +43,31 @@ class ConfigError(RollbackdError):
 # The codes below name kinds of ConfigProblem; a load raises one ConfigError holding them.
 
 
-class ConfigNotFound(ConfigError):
+class ConfigNotFound(ConfigError, code="ERR_CONFIG_NOT_FOUND"):
     """The configuration file is missing or unreadable: check the path and permissions."""
 
-    code = "ERR_CONFIG_NOT_FOUND"
 
-
-class ConfigSyntaxError(ConfigError):
+class ConfigSyntaxError(ConfigError, code="ERR_CONFIG_YAML"):
     """The file is not valid YAML: the line number points at the problem."""
 
-    code = "ERR_CONFIG_YAML"
 
-
-class ConfigEmpty(ConfigError):
+class ConfigEmpty(ConfigError, code="ERR_CONFIG_EMPTY"):
     """The file holds nothing: start from config.example.yaml."""
 
-    code = "ERR_CONFIG_EMPTY"
 
-
-class ConfigEnvMissing(ConfigError):
+class ConfigEnvMissing(ConfigError, code="ERR_CONFIG_ENV_MISSING"):
     """A ${VAR} names an environment variable that is unset or empty."""
 
-    code = "ERR_CONFIG_ENV_MISSING"
 
-
-class ConfigFileMissing(ConfigError):
+class ConfigFileMissing(ConfigError, code="ERR_CONFIG_FILE_MISSING"):
     """A *_file key names a file that does not exist or cannot be read."""
 
-    code = "ERR_CONFIG_FILE_MISSING"
 
-
-class ConfigSecretEmpty(ConfigError):
+class ConfigSecretEmpty(ConfigError, code="ERR_CONFIG_SECRET_EMPTY"):
     """A credential (inline, ${VAR} or the file a *_file key names) is empty or only
     whitespace: an empty secret would let anything through, so it is refused."""
 
-    code = "ERR_CONFIG_SECRET_EMPTY"
 
-
-class SecretUnavailable(RollbackdError):
+class SecretUnavailable(RollbackdError, code="ERR_SECRET_UNAVAILABLE"):
     """A credential file that was valid at start-up disappeared, became unreadable or empty:
     what needs it is refused (webhook: 401) or fails (Prometheus) until the file is back."""
-
-    code = "ERR_SECRET_UNAVAILABLE"

@@ -10,56 +10,37 @@ if TYPE_CHECKING:
     from rollbackd.model import QueryResult
 
 
-class PrometheusError(RollbackdError):
+class PrometheusError(RollbackdError, code="ERR_PROM_FAILED"):
     """A query against Prometheus did not produce a usable answer."""
-
-    code = "ERR_PROM_FAILED"
 
     def __init__(self, message: str, *, error_type: str = "") -> None:
         super().__init__(message)
         self.error_type = error_type
 
 
-class PrometheusUnreachable(PrometheusError):
+class PrometheusUnreachable(PrometheusError, code="ERR_PROM_UNREACHABLE", transient=True):
     """No connection to Prometheus, or it answered 5xx: check prometheus.url and the network."""
 
-    code = "ERR_PROM_UNREACHABLE"
-    transient = True
 
-
-class PrometheusTimeout(PrometheusError):
+class PrometheusTimeout(PrometheusError, code="ERR_PROM_TIMEOUT", transient=True):
     """Prometheus did not answer within prometheus.timeout: a slow query or an overloaded server."""
 
-    code = "ERR_PROM_TIMEOUT"
-    transient = True
 
-
-class PrometheusBadQuery(PrometheusError):
+class PrometheusBadQuery(PrometheusError, code="ERR_PROM_BAD_QUERY"):
     """Prometheus refused the rule's PromQL (bad_data): fix the expression."""
 
-    code = "ERR_PROM_BAD_QUERY"
 
-
-class PrometheusExecution(PrometheusError):
+class PrometheusExecution(PrometheusError, code="ERR_PROM_EXECUTION", transient=True):
     """The query failed while running (execution), e.g. many-to-many matching."""
 
-    code = "ERR_PROM_EXECUTION"
-    transient = True
 
-
-class PrometheusBadResponse(PrometheusError):
+class PrometheusBadResponse(PrometheusError, code="ERR_PROM_BAD_RESPONSE", transient=True):
     """Prometheus answered something rollbackd cannot read (4xx, not JSON, no result)."""
 
-    code = "ERR_PROM_BAD_RESPONSE"
-    transient = True
 
-
-class PrometheusPartial(PrometheusError):
+class PrometheusPartial(PrometheusError, code="ERR_PROM_PARTIAL", transient=True):
     """The answer carried ``warnings`` (partial data, e.g. a Thanos store or a
     VictoriaMetrics node was down): judged by the rule's on_error, never as a clean answer."""
-
-    code = "ERR_PROM_PARTIAL"
-    transient = True
 
     def __init__(
         self, message: str, *, warnings: tuple[str, ...], partial: QueryResult | None = None
@@ -70,9 +51,6 @@ class PrometheusPartial(PrometheusError):
         """What the answer did hold: shown (in ``eval``), never judged as clean."""
 
 
-class PrometheusCredentials(PrometheusError):
+class PrometheusCredentials(PrometheusError, code="ERR_PROM_CREDENTIALS", transient=True):
     """The bearer token or password file for Prometheus is missing or empty at runtime:
     restore the mounted Secret; the next tick reads it again."""
-
-    code = "ERR_PROM_CREDENTIALS"
-    transient = True

@@ -19,8 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import yaml
 from kubernetes import client, config
@@ -29,6 +28,7 @@ from rollbackd.testing.app import SampleApp, set_traffic
 from rollbackd.testing.dingtalk import FakeDingTalk
 from rollbackd.testing.kube import Cluster, KubeApiServer, seed
 from rollbackd.testing.services import Alertmanager, Prometheus, VictoriaMetrics
+from rollbackd.testing.serving import Started
 
 NAMESPACE = "shop"
 ROBOT_TOKEN = "sandbox-robot-token-51f0"  # noqa: S105 - the sandbox's own fake robot
@@ -62,7 +62,7 @@ class Warm:
         self.app.stop()
 
 
-class Sandbox:
+class Sandbox(Started):
     """Everything rollbackd talks to, started and stopped together. ``warm`` (without alert
     rules or Alertmanager) brings an app and a Prometheus already scraping it. With
     ``backend="victoriametrics"`` a VictoriaMetrics single node scrapes the app and
@@ -107,7 +107,7 @@ class Sandbox:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> Sandbox:
+    def start(self) -> Self:
         self.kube.start()
         self.robot.start()
         self.kubeconfig.write_text(self.kube.kubeconfig())
@@ -166,17 +166,6 @@ class Sandbox:
         self.robot.stop()
         self.app.stop()
         self.kube.stop()
-
-    def __enter__(self) -> Sandbox:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- configuration ---------------------------------------------------------------------------
 

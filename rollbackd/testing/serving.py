@@ -24,7 +24,28 @@ class _Server(ThreadingHTTPServer):
         return conn, address
 
 
-class BackgroundServer:
+class Started:
+    """A fake that ``with`` starts, and stops however the block ends."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class BackgroundServer(Started):
     """A ``ThreadingHTTPServer`` for ``handler``, started and stopped with its owner."""
 
     def __init__(
@@ -64,14 +85,3 @@ class BackgroundServer:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
