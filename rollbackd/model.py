@@ -224,6 +224,9 @@ class Event(StrEnum):
     OUTAGE = "outage"  # many workloads breaching together: one message names them all
     OWNER_PAUSED = "owner_paused"  # the rollback paused the owner's re-apply
     OWNER_RESUMED = "owner_resumed"  # the pause was lifted (by a person or by itself)
+    APPROVAL_REQUESTED = "approval_requested"  # action: approve asks a person first
+    APPROVED = "approved"  # a person (or on_timeout) said roll back
+    HELD = "held"  # a person said hold
 
 
 class DecisionReason(StrEnum):
@@ -244,6 +247,8 @@ class DecisionReason(StrEnum):
     WIDESPREAD_BREACH = "widespread_breach"
     COOLDOWN = "cooldown"
     BUDGET_EXHAUSTED = "budget_exhausted"
+    AWAITING_APPROVAL = "awaiting_approval"
+    HELD_BY_OPERATOR = "held_by_operator"
     BREACH_AFTER_CHANGE = "breach_after_change"
     MANUAL = "manual"
 
@@ -273,6 +278,8 @@ class Incident:
     owner: str = ""  # the GitOps controller or Helm release that applies the workload
     next_step: str = ""  # what a person must do so that the owner stops re-applying it
     cluster: str = ""  # kubernetes.cluster_name: which cluster, where several share a group
+    expires: datetime | None = None  # when the question of an approval request expires
+    approval_url: str = ""  # the page behind its buttons (signed, one-time)
 
 
 @dataclass(frozen=True)
@@ -286,6 +293,7 @@ class Message:
     labels: dict[str, str] = field(default_factory=dict)
     problem: str = ""  # why the built-in plain text was used instead of the template
     entries: tuple[Entry, ...] = ()  # each incident's latest state, what a digest keeps
+    buttons: tuple[tuple[str, str], ...] = ()  # (title, url): sent as an actionCard
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,21 +6,20 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+from rollbackd.incidents.asking import Asking
 from rollbackd.incidents.cases import (
     CACHE_NOT_SYNCED,
-    EVENT_SKIPPED,
     MAX_ATTEMPTS,
     RETRY_DELAYS,
     UNSYNCED_RETRY,
     Case,
     Phase,
 )
-from rollbackd.incidents.decide import Choice, Decision, NoUndo, decide, duration
-from rollbackd.incidents.effects import Decided, Deferred, Note, StartRollback
+from rollbackd.incidents.decide import Choice, Decision, NoUndo, Situation, decide, duration
+from rollbackd.incidents.effects import Deferred, StartRollback
 from rollbackd.incidents.inputs import Assessed, RolledBack
 from rollbackd.incidents.machine import (
     UNKNOWN_START,
-    Working,
     began_of,
     budget_of,
     is_firing,
@@ -32,7 +31,7 @@ from rollbackd.incidents.owners import reapplied
 from rollbackd.model import DecisionReason, Event, Target
 
 
-class Acting(Working):
+class Acting(Asking):
     """Decisions and their results: a case assessed, rolled back, or failed."""
 
     # --- decisions -------------------------------------------------------------------------
@@ -84,6 +83,23 @@ class Acting(Working):
             now=self.now,
             breaching_together=len(together | {case.target}),
         )
+        if decision.acts and case.approved_by and situation.current_hash != case.asked_hash:
+            decision = Decision(
+                Choice.NOTIFY,
+                DecisionReason.CHANGE_AFTER_BREACH,
+                "the workload changed since the approval was asked; not rolling back what "
+                "nobody approved",
+                case.target,
+            )
+        elif decision.acts and case.action == "approve" and not case.approved_by:
+            self.ask(case, situation, decision)
+            return
+        self.act(case, situation, decision, together)
+
+    def act(
+        self, case: Case, situation: Situation, decision: Decision, together: frozenset[Target]
+    ) -> None:
+        """Carry out a decision: close, notify, or start the rollback."""
         self.decided(case, decision)
         if decision.action is Choice.SKIP:
             self.close(case, quiet=True)
@@ -114,7 +130,8 @@ class Acting(Working):
         case = replace(case, phase=Phase.ROLLING_BACK, retry_at=None)
         self.cases[case.target] = case
         if first:
-            self.say(case, Event.BREACH)
+            if not case.asked:  # an approval request told the breach already
+                self.say(case, Event.BREACH)
             self.say(case, Event.ROLLBACK_STARTED)
         self.effects.append(
             StartRollback(
@@ -152,23 +169,6 @@ class Acting(Working):
         case = self.not_rolled_back(replace(case, facts=facts))
         self.say(case, Event.SKIPPED)
 
-    def decided(self, case: Case, decision: Decision) -> None:
-        self.effects.append(Decided(case.target, case.id, decision))
-
-    def not_rolled_back(self, case: Case) -> Case:
-        """NOTIFIED, with the RollbackdSkipped Event saying why (its facts' reason)."""
-        case = replace(case, phase=Phase.NOTIFIED)
-        self.cases[case.target] = case
-        self.effects.append(
-            Note(
-                case.target,
-                case.id,
-                EVENT_SKIPPED,
-                f"skipped ({case.facts.reason_code}): {case.facts.reason}",
-            )
-        )
-        return case
-
     def notify_only(
         self, case: Case, decision: Decision | None, together: frozenset[Target]
     ) -> None:
@@ -176,7 +176,7 @@ class Acting(Working):
         if decision is not None and decision.reason is DecisionReason.WIDESPREAD_BREACH:
             self.announce_outage(case, together | {case.target})
             return
-        if case.attempts == 0:
+        if case.attempts == 0 and not case.asked:
             self.say(case, Event.BREACH)
         self.say(case, Event.SKIPPED)
 
@@ -259,6 +259,6 @@ class Acting(Working):
             ),
         )
         self.cases[case.target] = failed
-        if case.attempts == 0:
+        if case.attempts == 0 and not case.asked:
             self.say(failed, Event.BREACH)
         self.say(failed, Event.ROLLBACK_FAILED)

@@ -41,6 +41,14 @@ class Phase(StrEnum):
     VERIFYING = "verifying"
     NOTIFIED = "notified"
     ESCALATED = "escalated"
+    AWAITING_APPROVAL = "awaiting_approval"
+    HELD = "held"
+
+
+WAITING = frozenset(
+    {Phase.VERIFYING, Phase.NOTIFIED, Phase.ESCALATED, Phase.AWAITING_APPROVAL, Phase.HELD}
+)
+"""Phases that end when the whole picture is fine again: recovered, closed."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,14 @@ class Case:
     attempts: int = 0
     retry_at: datetime | None = None
     verify_until: datetime | None = None
+    asked_until: datetime | None = None  # action approve: the question expires then
+    asked_hash: str = ""  # the template the question was about
+    approved_by: str = ""  # who said roll back (a person, or the timeout)
+
+    @property
+    def asked(self) -> bool:
+        """A person was asked: the breach was told with the question."""
+        return self.asked_until is not None
 
 
 @dataclass(frozen=True)

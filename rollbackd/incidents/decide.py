@@ -33,6 +33,10 @@ cooldown               notify       ``rollbackd.io/cooldown-until`` is in the fu
                                     (``rollback --force`` passes it)
 budget_exhausted       notify       the cluster used its automatic rollbacks for the period,
                                     counting rollbacks in flight
+awaiting_approval      ask          every guard passed and the signal says ``action:
+                                    approve``: a person is asked on DingTalk (and, when
+                                    nobody answers and ``on_timeout`` is notify, notify)
+held_by_operator       notify       the person asked chose "Hold"
 breach_after_change    rollback     every guard passed
 manual                 rollback     an operator asked (change window not required)
 =====================  ===========  ======================================================
@@ -57,6 +61,7 @@ class Choice(StrEnum):
     """What a decision does with a firing signal."""
 
     ROLLBACK = "rollback"
+    ASK = "ask"  # action approve: every guard allows it, a person is asked first
     NOTIFY = "notify"
     SKIP = "skip"
 

@@ -55,6 +55,16 @@ class RolledBack:
 
 
 @dataclass(frozen=True)
+class Answered:
+    """A person's answer to an approval request: roll back now, or hold."""
+
+    target: Target
+    incident: str
+    approve: bool
+    by: str  # who, as far as rollbackd can tell: "DingTalk link from 10.0.0.7"
+
+
+@dataclass(frozen=True)
 class Leadership:
     leading: bool
 
@@ -84,4 +94,4 @@ class Tick:
     """Time passed: deadlines and retries."""
 
 
-Input = Signals | Assessed | RolledBack | Leadership | Adopt | Reconfigured | Tick
+Input = Signals | Assessed | RolledBack | Answered | Leadership | Adopt | Reconfigured | Tick

@@ -7,13 +7,18 @@
         notify  -> NOTIFIED (breach + skipped, or one outage message for many)
         rollback, no revision to return to -> NOTIFIED (breach + skipped)
         rollback -> ROLLING_BACK (breach + rolling back; budget reserved)
+        rollback, action approve -> AWAITING_APPROVAL (breach + approval requested)
+            --Answered roll back / timeout with on_timeout rollback--> ASSESSING again,
+              fresh, through every guard; the template must still be the one asked about
+            --Answered hold--> HELD (held)   --timeout, on_timeout notify--> NOTIFIED
             --RolledBack--> succeeded: VERIFYING -> recovered | ESCALATED after verify_window
                             skipped (newer change landed): NOTIFIED
                             failed, nothing written, transient: ASSESSING again (bounded)
                             failed: ESCALATED (a person must act)
     VERIFYING --breaching again, the template rolled back from is back--> NOTIFIED
                 (owner_reapplied: its owner re-applied it; said once, never undone again)
-    NOTIFIED / VERIFYING / ESCALATED --whole picture fine--> recovered, closed
+    NOTIFIED / VERIFYING / ESCALATED / AWAITING_APPROVAL / HELD --whole picture fine-->
+        recovered, closed
 
 The state holds the whole picture: the latest breaching verdict of every rule for every
 target, the open incidents, the budget reserved by rollbacks in flight and the rollbacks
@@ -60,6 +65,7 @@ from rollbackd.incidents.effects import (
 )
 from rollbackd.incidents.inputs import (
     Adopt,
+    Answered,
     Assessed,
     Input,
     Leadership,
@@ -89,6 +95,8 @@ def step(state: State, event: Input, now: datetime) -> tuple[State, list[Effect]
             machine.assessed(event)
         case RolledBack():
             machine.rolled_back(event)
+        case Answered():
+            machine.answered(event)
         case Leadership(leading):
             machine.leadership(leading)
         case Adopt(records):
@@ -217,6 +225,12 @@ class _Machine(Acting):
                 self.cases[case.target] = replace(case, retry_at=None)
                 self.effects.append(Assess(case.target, case.id))
             elif (
+                case.phase is Phase.AWAITING_APPROVAL
+                and case.asked_until is not None
+                and self.now >= case.asked_until
+            ):
+                self.unanswered(case)
+            elif (
                 case.phase is Phase.VERIFYING
                 and case.verify_until is not None
                 and self.now > case.verify_until
@@ -252,6 +266,7 @@ __all__ = [
     "MAX_ATTEMPTS",
     "RETRY_DELAYS",
     "Adopt",
+    "Answered",
     "Assess",
     "Assessed",
     "Case",

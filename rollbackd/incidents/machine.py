@@ -8,9 +8,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from rollbackd.incidents.cases import MAX_CLOSED, RECHECK, Case, Config, Phase, State
+from rollbackd.incidents.cases import (
+    EVENT_SKIPPED,
+    MAX_CLOSED,
+    RECHECK,
+    WAITING,
+    Case,
+    Config,
+    Phase,
+    State,
+)
 from rollbackd.incidents.decide import Decision, NoUndo, Situation, Undo
-from rollbackd.incidents.effects import Assess, Closed, Effect, Say
+from rollbackd.incidents.effects import Assess, Closed, Decided, Effect, Note, Say
 from rollbackd.incidents.owners import Owner, OwnerAction, next_step, policy
 from rollbackd.model import Event, Incident, RuleState, Target, Transition, Verdict, new_incident_id
 from rollbackd.settings import RollbackSettings
@@ -104,11 +113,7 @@ class Working:
                 firing = [v for v in held if is_firing(v)]
                 if firing:
                     self.open(min(firing, key=began_of), began=min(map(began_of, held)))
-            elif case.phase in (
-                Phase.VERIFYING,
-                Phase.NOTIFIED,
-                Phase.ESCALATED,
-            ) and self.recovered(target, seen):
+            elif case.phase in WAITING and self.recovered(target, seen):
                 note = next((v.note for v in seen if v.note), "")
                 self.say(case, Event.RECOVERED, note=note or case.facts.note)
                 self.close(case)
@@ -185,6 +190,23 @@ class Working:
         if reason is not None:
             facts = replace(facts, reason=reason)
         self.effects.append(Say(facts))
+
+    def decided(self, case: Case, decision: Decision) -> None:
+        self.effects.append(Decided(case.target, case.id, decision))
+
+    def not_rolled_back(self, case: Case) -> Case:
+        """NOTIFIED, with the RollbackdSkipped Event saying why (its facts' reason)."""
+        case = replace(case, phase=Phase.NOTIFIED)
+        self.cases[case.target] = case
+        self.effects.append(
+            Note(
+                case.target,
+                case.id,
+                EVENT_SKIPPED,
+                f"skipped ({case.facts.reason_code}): {case.facts.reason}",
+            )
+        )
+        return case
 
     def close(self, case: Case, *, quiet: bool = False) -> None:
         self.cases.pop(case.target, None)

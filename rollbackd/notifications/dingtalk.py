@@ -82,12 +82,23 @@ def classify(errcode: int, errmsg: str) -> DingTalkError | None:
     return DingTalkRejected(text)
 
 
-def _markdown_body(message: Message, *, mobiles: list[str], at_all: bool, keyword: str) -> Any:
+def _robot_body(message: Message, *, mobiles: list[str], at_all: bool, keyword: str) -> Any:
     text = message.text
     if keyword and keyword not in text and keyword not in message.title:
         text = f"{text}\n{keyword}"
     if mobiles:  # a mention only notifies when @mobile is in the text too
         text = f"{text}\n{' '.join('@' + m for m in mobiles)}"
+    if message.buttons:  # DingTalk ignores mentions on an actionCard
+        buttons = [{"title": title, "actionURL": url} for title, url in message.buttons]
+        return {
+            "msgtype": "actionCard",
+            "actionCard": {
+                "title": message.title,
+                "text": text,
+                "btnOrientation": "1",
+                "btns": buttons,
+            },
+        }
     return {
         "msgtype": "markdown",
         "markdown": {"title": message.title, "text": text},
@@ -104,9 +115,10 @@ def fit(body: Any, *, limit: int, marker: str = "\n\n… (truncated)") -> bytes:
     data = _encoded(body)
     if len(data) <= limit:
         return data
-    text = body["markdown"]["text"]
+    content = body[body["msgtype"]]
+    text = content["text"]
     room = len(text.encode()) - (len(data) - limit) - 64
-    body["markdown"]["text"] = truncate(text, limit=max(room, 200), marker=marker)
+    content["text"] = truncate(text, limit=max(room, 200), marker=marker)
     return _encoded(body)
 
 
@@ -125,7 +137,7 @@ class WebhookRobotSender:
 
     async def send(self, message: Message, *, at_all: bool) -> None:
         robot = self.robot
-        body = _markdown_body(
+        body = _robot_body(
             message, mobiles=list(robot.at_mobiles), at_all=at_all, keyword=robot.keyword
         )
         url = robot.url.get_secret_value()
@@ -228,9 +240,14 @@ class AppRobotSender:
             "title": message.title,
             "text": truncate(message.text, limit=APP_PARAM_BYTES - 500, marker="\n…"),
         }
+        key = "sampleMarkdown"
+        if len(message.buttons) == 2:  # two buttons side by side
+            key = "sampleActionCard6"
+            for number, (title, url) in enumerate(message.buttons, start=1):
+                params[f"buttonTitle{number}"], params[f"buttonUrl{number}"] = title, url
         robot = self.robot
         body = {
-            "msgKey": "sampleMarkdown",
+            "msgKey": key,
             "msgParam": json.dumps(params, ensure_ascii=False),
             "openConversationId": robot.open_conversation_id,
             "robotCode": robot.robot_code or robot.app_key.get_secret_value(),

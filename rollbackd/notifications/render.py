@@ -42,6 +42,9 @@ _TITLES = {
         Event.OUTAGE: "Outage, not rolling back",
         Event.OWNER_PAUSED: "Owner paused",
         Event.OWNER_RESUMED: "Owner resumed",
+        Event.APPROVAL_REQUESTED: "Approve rollback?",
+        Event.APPROVED: "Rollback approved",
+        Event.HELD: "Held",
     },
     "zh": {
         Event.BREACH: "指标异常",
@@ -54,9 +57,18 @@ _TITLES = {
         Event.OUTAGE: "大面积异常，不回滚",
         Event.OWNER_PAUSED: "已暂停属主同步",
         Event.OWNER_RESUMED: "已恢复属主同步",
+        Event.APPROVAL_REQUESTED: "请审批回滚",
+        Event.APPROVED: "已批准回滚",
+        Event.HELD: "已暂缓回滚",
     },
 }
 
+
+BUTTONS = {
+    "en": (("Roll back now", "rollback"), ("Hold", "hold")),
+    "zh": (("立即回滚", "rollback"), ("暂不回滚", "hold")),
+}
+"""An approval request's buttons: each opens its page with that answer preselected."""
 
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]{}()#!<>|~])")
 _URL_UNSAFE = re.compile(r"[\s()<>\[\]]")
@@ -246,6 +258,12 @@ class Renderer:
             },
             problem=problem,
             entries=(Entry(incident.id, (str(incident.event),), _outcome(title, safe)),),
+            buttons=tuple(
+                (label, f"{incident.approval_url}?choice={choice}")
+                for label, choice in BUTTONS[self.language]
+            )
+            if incident.approval_url
+            else (),
         )
 
     def render_text(self, incident: Incident) -> str:

@@ -31,6 +31,7 @@ from rollbackd.model import Instant, Verdict
 from rollbackd.notifications.outbox import Notifications, Outbox
 from rollbackd.rollbacks.pauses import PauseKeeper
 from rollbackd.rules.syntax import check_rule_syntax
+from rollbackd.runtime.approvals import approval_desk
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.evaluation import RuleRunner
 from rollbackd.runtime.incidents import IncidentRunner
@@ -273,6 +274,14 @@ class Daemon:
                     sink=self._alert_sink,
                 )
                 self._spawn(intake.run(), "webhook-intake")
+            assert self.incidents is not None
+            desk = approval_desk(
+                settings,
+                incidents=self.incidents,
+                deployments=self.cache,
+                clock=self.clock,
+                telemetry=self.telemetry,
+            )
             app = build_app(
                 server=settings.server,
                 alertmanager=settings.alertmanager,
@@ -280,6 +289,8 @@ class Daemon:
                 intake=intake,
                 ready=self.ready,
                 leading=self.leading,
+                approvals=desk,
+                language=settings.notifications.language,
             )
             self.http = HttpServer(app, settings.server)
             await self.http.start()
@@ -372,11 +383,8 @@ class Daemon:
         self.settings = self._forced(self.settings.reloaded(fresh))
         self._build()
         self.scheduler.start()
-        log.info(
-            "reloaded",
-            rules=[r.name for r in self.settings.rules],
-            restart_needed_for=restart or None,
-        )
+        names = [r.name for r in self.settings.rules]
+        log.info("reloaded", rules=names, restart_needed_for=restart or None)
 
 
 def run_daemon(settings: Settings, *, config_file: str, once: bool, dry_run: bool = False) -> int:

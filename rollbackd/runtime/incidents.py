@@ -27,7 +27,7 @@ from rollbackd.errors import KubeError, RollbackdError, all_error_classes
 from rollbackd.incidents import lifecycle as core
 from rollbackd.incidents.decide import Undo
 from rollbackd.incidents.owners import OWNER_RESOURCES, Owner, owner_revision
-from rollbackd.model import Incident, Obj, Target, Verdict
+from rollbackd.model import Event, Incident, Obj, Target, Verdict
 from rollbackd.notifications.render import graph_url
 from rollbackd.ports import Clock, DeploymentView, EventRecorder, Notify, OwnerObjects, Workloads
 from rollbackd.rollbacks.execute import RollbackExecutor
@@ -105,6 +105,9 @@ class IncidentRunner:
         )
         # Workloads whose rollback record changed, handed over from the watch thread.
         self._touched: queue.SimpleQueue[Target] = queue.SimpleQueue()
+        self.stepped = asyncio.Condition()  # notified after every step of the core
+        self.link: Callable[[Incident], Incident] | None = None
+        """Signs an approval request's links (the approval desk), when approvals are on."""
 
     @property
     def open(self) -> dict[Target, core.Case]:
@@ -125,6 +128,8 @@ class IncidentRunner:
             self.state, effects = core.step(self.state, event, at or self._now())
         for effect in effects:
             self._perform(effect)
+        async with self.stepped:
+            self.stepped.notify_all()
 
     async def handle(self, verdicts: list[Verdict], *, at: datetime | None = None) -> None:
         """One batch of verdicts (one evaluation cycle, or one webhook payload).
@@ -367,6 +372,8 @@ class IncidentRunner:
         if not self._is_leader():
             log.warning("notification_withheld", reason="not the leader", kind=str(facts.event))
             return
+        if self.link is not None and facts.event is Event.APPROVAL_REQUESTED:
+            facts = self.link(facts)
         self.notifications.notify(facts)
 
     # --- the delivery record -----------------------------------------------------------

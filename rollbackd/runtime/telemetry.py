@@ -98,6 +98,12 @@ class Telemetry:
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600),
             registry=r,
         )
+        self.approvals = Counter(
+            "rollbackd_approvals",
+            "Answers to approval links, by answer: rollback, hold, or refused (the status).",
+            ["answer"],
+            registry=r,
+        )
         self.leader = Gauge("rollbackd_leader", "1 while this replica holds the Lease.", registry=r)
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> float:

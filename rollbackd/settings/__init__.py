@@ -11,7 +11,13 @@ from rollbackd.settings.kubernetes import LEASE_JITTER, KubernetesSettings, Lead
 from rollbackd.settings.load import key_line, load_settings, redacted_yaml, render_path, warnings_of
 from rollbackd.settings.notifications import AppRobot, NotificationSettings, Robot, WebhookRobot
 from rollbackd.settings.prometheus import PrometheusSettings
-from rollbackd.settings.rollback import BlastRadius, Budget, OwnerPolicies, RollbackSettings
+from rollbackd.settings.rollback import (
+    ApprovalSettings,
+    BlastRadius,
+    Budget,
+    OwnerPolicies,
+    RollbackSettings,
+)
 from rollbackd.settings.root import Settings
 from rollbackd.settings.rules import Condition, RuleSettings, TargetLabels
 from rollbackd.settings.server import LoggingSettings, ServerSettings
@@ -32,6 +38,7 @@ __all__ = [
     "Action",
     "AlertmanagerSettings",
     "AppRobot",
+    "ApprovalSettings",
     "BasicAuth",
     "BlastRadius",
     "Budget",

@@ -51,7 +51,9 @@ class Trigger(Section):
     match_re: dict[str, Regex] = Field(
         default_factory=dict, description="labels that must match a regex (anchored)"
     )
-    action: Action = Field("rollback", description="rollback | notify")
+    action: Action = Field(
+        "rollback", description="rollback | notify | approve (ask on DingTalk first)"
+    )
     pending_for: Duration | None = Field(
         None,
         description="the alerting rule's `for`, used when Prometheus cannot tell when the "

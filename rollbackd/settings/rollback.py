@@ -59,6 +59,18 @@ class OwnerPolicies(Section):
     )
 
 
+class ApprovalSettings(Section):
+    """How long a question asked on DingTalk (``action: approve``) waits for an answer."""
+
+    timeout: Duration = Field(
+        timedelta(minutes=10), description="an approval link expires after this"
+    )
+    on_timeout: Literal["rollback", "notify"] = Field(
+        "notify",
+        description="nobody answered: rollback (through every guard again) or notify only",
+    )
+
+
 class RollbackSettings(Section):
     dry_run: bool = Field(False, description="go through every step except the write")
     change_window: Duration = Field(
@@ -78,6 +90,10 @@ class RollbackSettings(Section):
     )
     verify_window: Duration = Field(
         timedelta(minutes=10), description="after a rollback: recovered within this, or escalate"
+    )
+    approval: ApprovalSettings = Field(
+        default_factory=ApprovalSettings,
+        description="rules and triggers with action: approve ask a person first",
     )
     owners: OwnerPolicies = Field(
         default_factory=OwnerPolicies,

@@ -49,6 +49,22 @@ class Settings(Section):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _approvals_can_be_reached(self) -> Settings:
+        asking = [f"rule {rule.name!r}" for rule in self.rules if rule.action == "approve"]
+        asking += [
+            f"alertmanager trigger {index}"
+            for index, trigger in enumerate(self.alertmanager.triggers)
+            if trigger.action == "approve"
+        ]
+        if asking and not (self.server.external_url and self.server.approval_secret_file):
+            raise ValueError(
+                f"{', '.join(asking)} has action approve: set server.external_url (where "
+                "people open the approval links) and server.approval_secret_file (the key "
+                "that signs them)"
+            )
+        return self
+
     def needs_restart(self, fresh: Settings) -> list[str]:
         """The sections ``fresh`` changes that take effect only at a restart."""
         return [s for s in RESTART_SECTIONS if getattr(fresh, s) != getattr(self, s)]

@@ -73,7 +73,9 @@ class RuleSettings(Section):
         default_factory=TargetLabels, description="labels mapping each series to a Deployment"
     )
     severity: str = Field("warning", description="severity shown in messages")
-    action: Action = Field("rollback", description="rollback | notify")
+    action: Action = Field(
+        "rollback", description="rollback | notify | approve (ask on DingTalk first)"
+    )
 
     @field_validator("interval")
     @classmethod

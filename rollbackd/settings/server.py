@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from rollbackd.settings.values import Duration, Section
+from rollbackd.settings.values import Duration, SecretFile, Section
 
 
 class ServerSettings(Section):
@@ -25,6 +25,21 @@ class ServerSettings(Section):
     max_connections: int = Field(
         512, gt=0, description="open connections beyond this are closed at once"
     )
+
+    external_url: str = Field(
+        "",
+        description="where people reach rollbackd (approval links); empty: no buttons",
+    )
+    approval_secret_file: SecretFile = Field(
+        "", description="file holding the HMAC key that signs approval links"
+    )
+
+    @field_validator("external_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http:// or https:// URL")
+        return value.rstrip("/")
 
     @field_validator("listen")
     @classmethod

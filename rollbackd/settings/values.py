@@ -258,7 +258,8 @@ def read_secret_file(path: str) -> str:
 
 Op = Literal[">", ">=", "<", "<="]
 Policy = Literal["ok", "hold", "breach"]
-Action = Literal["rollback", "notify"]
+Action = Literal["rollback", "notify", "approve"]
+"""What a firing signal asks for: undo, tell, or ask a person on DingTalk first."""
 
 
 class Section(BaseModel):

@@ -167,7 +167,7 @@ class _Handler(BaseHTTPRequestHandler):
         robot.sent.append(now)
         state.messages.append({"at": now, "token": query["access_token"], "body": body})
         if state.echo:
-            markdown = body.get("markdown", {})
+            markdown = body.get(body.get("msgtype", "markdown"), {})
             print(f"[dingtalk] {markdown.get('title')}\n{markdown.get('text')}", flush=True)
         return {"errcode": 0, "errmsg": "ok"}
 
@@ -238,8 +238,9 @@ class FakeDingTalk(BackgroundServer):
             return list(self.state.messages)
 
     def texts(self) -> str:
-        """All accepted markdown texts, for "does every incident appear" checks."""
-        return "\n".join(m["body"]["markdown"]["text"] for m in self.messages)
+        """All accepted texts (markdown and actionCard), for "does every incident appear"
+        checks."""
+        return "\n".join(m["body"][m["body"]["msgtype"]]["text"] for m in self.messages)
 
     def max_per_minute(self) -> int:
         """The largest number of messages any robot accepted within a 60-second window."""

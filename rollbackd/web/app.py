@@ -12,6 +12,8 @@
                                down, else 503 (webhooks reach the leader by its pod
                                label; a standby answers them 503)
 ``GET /metrics``               rollbackd's own metrics
+``GET|POST /approvals/{token}`` the approval pages (``web/approvals.py``), when
+                               ``server.external_url`` and its key are set
 =============================  ====================================================
 
 The webhook answers as soon as the payload is validated and queued; the alerts are
@@ -24,6 +26,7 @@ that do not finish their headers within ``server.header_timeout`` and sheds thos
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -34,8 +37,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import AlertmanagerSettings, ServerSettings
+from rollbackd.web.approvals import approval_routes
 from rollbackd.web.intake import WebhookIntake
 from rollbackd.web.webhook import WebhookReceiver
+
+if TYPE_CHECKING:  # the desk imports the web package: named for types only
+    from rollbackd.runtime.approvals import ApprovalDesk
 
 
 class _Front:
@@ -60,10 +67,12 @@ def build_app(
     intake: WebhookIntake | None,
     ready: Callable[[], bool],
     leading: Callable[[], bool] | None = None,
+    approvals: ApprovalDesk | None = None,
+    language: str = "zh",
 ) -> ASGIApp:
     """The HTTP surface; ``intake`` is None when the Alertmanager receiver is disabled.
     ``ready`` answers ``/readyz``; webhooks are taken only while ``leading`` (default:
-    ``ready``)."""
+    ``ready``); ``approvals`` serves the approval pages in ``language``."""
 
     async def healthz(_: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -79,6 +88,9 @@ def build_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
     ]
+    if approvals is not None:
+        secure = server.external_url.startswith("https://")
+        routes += approval_routes(approvals, language=language, secure=secure)
     webhook = None
     if alertmanager.enabled:
         webhook = WebhookReceiver(

@@ -61,6 +61,9 @@ ORDER = {
     Event.OUTAGE: 0,
     Event.RECOVERED: 4,
     Event.OWNER_PAUSED: 2,
+    Event.APPROVAL_REQUESTED: 1,
+    Event.APPROVED: 1,
+    Event.HELD: 2,
 }
 OWNERS = (
     None,
@@ -89,6 +92,9 @@ HISTORIES = {
     "owned": 0,
     "paused": 0,
     "reapplied": 0,
+    "asked": 0,
+    "approved": 0,
+    "held": 0,
 }
 
 
@@ -117,11 +123,24 @@ class IncidentCore(RuleBasedStateMachine):
     @initialize(
         owners=st.lists(st.sampled_from(OWNERS), min_size=len(TARGETS), max_size=len(TARGETS)),
         policies=POLICIES,
+        asking=st.sampled_from((None, "latency", "errors")),
+        on_timeout=st.sampled_from(("notify", "rollback")),
     )
-    def start(self, owners: list[Owner | None], policies: OwnerPolicies) -> None:
+    def start(
+        self,
+        owners: list[Owner | None],
+        policies: OwnerPolicies,
+        asking: str | None,
+        on_timeout: str,
+    ) -> None:
         self.now = START
         self.mono = 1_000.0
-        self.config = replace(CONFIG, rollback=ROLLBACK.model_copy(update={"owners": policies}))
+        approval = ROLLBACK.approval.model_copy(update={"on_timeout": on_timeout})
+        rollback = ROLLBACK.model_copy(update={"owners": policies, "approval": approval})
+        self.config = replace(CONFIG, rollback=rollback)
+        self.asking = asking  # the rule whose signals ask a person first (action: approve)
+        self.asked: dict[str, tuple[str, datetime]] = {}  # incident -> (template, asked at)
+        self.answers: dict[str, bool] = {}  # incident -> what the person answered first
         self.state = core.initial(self.config)
         # Every workload was released a minute ago: a breach now may be that release's fault.
         self.world = {
@@ -169,6 +188,7 @@ class IncidentCore(RuleBasedStateMachine):
                 self.assessing.append(effect)
             case core.StartRollback():
                 self.check_rollback_allowed(effect)
+                self.check_approved(effect)
                 HISTORIES["rollbacks"] += 1
                 self.inflight.append(effect)
                 self.started[effect.incident] = self.started.get(effect.incident, 0) + 1
@@ -187,6 +207,7 @@ class IncidentCore(RuleBasedStateMachine):
                         f"invariant 7: {facts.event} after {said}"
                     )
                 said.append(facts.event)
+                self.heard(facts.id, facts.target, facts.event)
             case core.Decided(_, _, decision):
                 REASONS[str(decision.reason)] = REASONS.get(str(decision.reason), 0) + 1
             case core.Closed(_, incident, _):
@@ -233,6 +254,36 @@ class IncidentCore(RuleBasedStateMachine):
         else:
             assert start.pause is None, f"a pause nobody asked for: {start.pause}"
 
+    def heard(self, incident: str, target: Target, event: Event) -> None:
+        """What the approval invariant needs of a message: asked, approved, held."""
+        if event is Event.APPROVAL_REQUESTED:
+            assert incident not in self.asked, "one question per incident"
+            self.asked[incident] = (self.world[target].current, self.now)
+            HISTORIES["asked"] += 1
+        elif event is Event.APPROVED:
+            assert incident in self.asked, "approved what nobody was asked"
+            HISTORIES["approved"] += 1
+        elif event is Event.HELD:
+            assert self.answers.get(incident) is False, "held what nobody held"
+            HISTORIES["held"] += 1
+
+    def check_approved(self, start: core.StartRollback) -> None:
+        """A signal that says approve rolls back only what a person (or on_timeout)
+        approved, never after a hold, and only the template the question was about."""
+        case = self.state.cases.get(start.target)
+        assert case is not None
+        if case.action != "approve":
+            return
+        assert start.incident in self.asked, "rolled back without asking"
+        template, asked_at = self.asked[start.incident]
+        answer = self.answers.get(start.incident)
+        assert answer is not False, "rolled back after a hold"
+        if answer is None:  # nobody answered: only on_timeout rollback, after the timeout
+            approval = self.config.rollback.approval
+            assert approval.on_timeout == "rollback", "rolled back without an approval"
+            assert self.now >= asked_at + approval.timeout, "rolled back before the timeout"
+        assert start.expected_hash == template, "rolled back a template nobody was asked about"
+
     @invariant()
     def budget_holds(self) -> None:
         """Invariant 3 at every instant, rollbacks in flight counted."""
@@ -268,6 +319,7 @@ class IncidentCore(RuleBasedStateMachine):
             breaching=True,
             began=began,
             source="alertmanager" if rule.startswith("alertmanager:") else "prometheus",
+            action="approve" if rule == self.asking else "rollback",
         )
 
     def signal(self, verdicts: list[Verdict]) -> None:
@@ -331,6 +383,17 @@ class IncidentCore(RuleBasedStateMachine):
                 )
             ]
         )
+
+    @precondition(
+        lambda self: any(c.phase is core.Phase.AWAITING_APPROVAL for c in self.state.cases.values())
+    )
+    @rule(data=st.data(), approve=st.booleans())
+    def person_answers(self, data: st.DataObject, approve: bool) -> None:
+        """Someone opens the DingTalk link and answers "roll back now" or "hold"."""
+        waiting = [c for c in self.state.cases.values() if c.phase is core.Phase.AWAITING_APPROVAL]
+        case = data.draw(st.sampled_from(waiting))
+        self.answers.setdefault(case.id, approve)
+        self.feed(core.Answered(case.target, case.id, approve=approve, by="a test"))
 
     # --- changes -----------------------------------------------------------------------
 
@@ -611,6 +674,8 @@ def teardown_module() -> None:
         f"\nincident core: {HISTORIES['count']} generated histories checked, "
         f"{HISTORIES['rollbacks']} rollbacks started, {HISTORIES['outages']} outages announced, "
         f"{HISTORIES['owned']} owned workloads, {HISTORIES['paused']} owner pauses, "
-        f"{HISTORIES['reapplied']} bad templates re-applied by their owner"
+        f"{HISTORIES['reapplied']} bad templates re-applied by their owner, "
+        f"{HISTORIES['asked']} approvals asked, {HISTORIES['approved']} approved, "
+        f"{HISTORIES['held']} held"
     )
     print("decisions:", dict(sorted(REASONS.items(), key=lambda kv: -kv[1])))
