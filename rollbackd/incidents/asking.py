@@ -68,15 +68,9 @@ class Asking(Working):
         if event.approve:
             self.approve(case, event.by, note=f"rollback approved by {event.by}")
             return
-        decision = Decision(
-            Choice.NOTIFY,
-            DecisionReason.HELD_BY_OPERATOR,
-            f"held by {event.by}: not rolling back",
-            case.target,
+        case = self.declined(
+            case, DecisionReason.HELD_BY_OPERATOR, f"held by {event.by}: not rolling back"
         )
-        self.decided(case, decision)
-        facts = replace(case.facts, reason=decision.message, reason_code=str(decision.reason))
-        case = self.not_rolled_back(replace(case, facts=facts))
         self.cases[case.target] = replace(case, phase=Phase.HELD)
         self.say(case, Event.HELD)
 
@@ -98,13 +92,16 @@ class Asking(Working):
                 note=f"nobody answered within {waited}; on_timeout is rollback",
             )
             return
-        decision = Decision(
-            Choice.NOTIFY,
+        case = self.declined(
+            case,
             DecisionReason.AWAITING_APPROVAL,
             f"nobody answered within {waited}; on_timeout is notify: not rolling back",
-            case.target,
         )
-        self.decided(case, decision)
-        facts = replace(case.facts, reason=decision.message, reason_code=str(decision.reason))
-        case = self.not_rolled_back(replace(case, facts=facts))
         self.say(case, Event.SKIPPED)
+
+    def declined(self, case: Case, reason: DecisionReason, message: str) -> Case:
+        """Not rolled back after asking (held, or unanswered): decided, recorded, NOTIFIED."""
+        decision = Decision(Choice.NOTIFY, reason, message, case.target)
+        self.decided(case, decision)
+        facts = replace(case.facts, reason=message, reason_code=str(reason))
+        return self.not_rolled_back(replace(case, facts=facts))

@@ -24,7 +24,7 @@ from rollbackd.runtime.incidents import IncidentRunner
 from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.settings import ServerSettings, Settings, read_secret_file
-from rollbackd.state.changes import template_digest
+from rollbackd.state.changes import workload_digest
 from rollbackd.web.tokens import Question, read, sign
 
 log = get_logger(__name__)
@@ -74,9 +74,9 @@ class ApprovalDesk:
 
     def link(self, facts: Incident) -> Incident:
         """An approval request's facts with the URL of its page, signed for its template."""
-        deployment = self._deployments.get(*facts.target)
         if facts.event is not Event.APPROVAL_REQUESTED or facts.expires is None:
-            return facts
+            return facts  # every other message passes through untouched
+        deployment = self._deployments.get(*facts.target)
         if deployment is None or not self._server.external_url:
             return facts
         key = self._key()
@@ -85,7 +85,7 @@ class ApprovalDesk:
         question = Question(
             facts.id,
             facts.target,
-            template_digest(deployment["spec"].get("template") or {}),
+            workload_digest(deployment),
             facts.expires,
         )
         token = sign(key, question)
@@ -108,9 +108,7 @@ class ApprovalDesk:
         if case.phase is not core.Phase.AWAITING_APPROVAL:
             return Look(410, "answered", question, case, now=now)
         deployment = self._deployments.get(*question.target)
-        if deployment is None or (
-            template_digest(deployment["spec"].get("template") or {}) != question.template
-        ):
+        if deployment is None or workload_digest(deployment) != question.template:
             return Look(409, "changed", question, case, now=now)
         held = self._incidents.state.picture.get(question.target, {})
         verdict = held.get(case.facts.rule)

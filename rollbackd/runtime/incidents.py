@@ -27,7 +27,7 @@ from rollbackd.errors import KubeError, RollbackdError, all_error_classes
 from rollbackd.incidents import lifecycle as core
 from rollbackd.incidents.decide import Undo
 from rollbackd.incidents.owners import OWNER_RESOURCES, Owner, owner_revision
-from rollbackd.model import Event, Incident, Obj, Target, Verdict
+from rollbackd.model import Incident, Obj, Target, Verdict
 from rollbackd.notifications.render import graph_url
 from rollbackd.ports import Clock, DeploymentView, EventRecorder, Notify, OwnerObjects, Workloads
 from rollbackd.rollbacks.execute import RollbackExecutor
@@ -372,7 +372,7 @@ class IncidentRunner:
         if not self._is_leader():
             log.warning("notification_withheld", reason="not the leader", kind=str(facts.event))
             return
-        if self.link is not None and facts.event is Event.APPROVAL_REQUESTED:
+        if self.link is not None:  # the desk signs approval requests, passes the rest
             facts = self.link(facts)
         self.notifications.notify(facts)
 

@@ -32,6 +32,11 @@ def template_digest(template: Obj) -> str:
     return hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def workload_digest(workload: Obj) -> str:
+    """The ``template_digest`` of a workload's pod template (``spec.template``)."""
+    return template_digest(workload["spec"].get("template") or {})
+
+
 @dataclass(frozen=True, slots=True)
 class _Seen:
     generation: int
@@ -56,12 +61,10 @@ class ChangeTimes:
             self._seen.pop(target, None)
             return
         generation = int(meta.get("generation") or 0)
-        digest = template_digest(new["spec"].get("template") or {})
+        digest = workload_digest(new)
         known = self._seen.get(target)
         if known is None:
-            changed = (
-                old is not None and template_digest(old["spec"].get("template") or {}) != digest
-            )
+            changed = old is not None and workload_digest(old) != digest
             self._seen[target] = _Seen(generation, digest, now if changed else None)
         elif generation > known.generation:
             at = now if digest != known.digest else known.changed_at
@@ -71,7 +74,7 @@ class ChangeTimes:
         """When ``deployment``'s current template was observed to become current."""
         meta = deployment["metadata"]
         known = self._seen.get(Target(meta["namespace"], meta["name"]))
-        digest = template_digest(deployment["spec"].get("template") or {})
+        digest = workload_digest(deployment)
         if known is None or known.digest != digest:
             return None
         return known.changed_at
