@@ -13,15 +13,11 @@ import pytest
 
 from rollbackd.testing.browser import CHROMIUM_BINARIES, DRIVER_BINARIES, Browser
 from rollbackd.testing.sandbox import Sandbox, wait_until
-from rollbackd.testing.services import find_binary, free_port
+from rollbackd.testing.services import free_port
+from tests.conftest import require_binary
 from tests.e2e.test_daemon import log_events, start_and_settle
 
 pytestmark = pytest.mark.integration
-
-needs_chromium = pytest.mark.skipif(
-    find_binary(CHROMIUM_BINARIES) is None or find_binary(DRIVER_BINARIES) is None,
-    reason="chromium and chromium-driver are not installed (make deps installs them)",
-)
 
 
 def asking(box: Sandbox, *, timeout: str, on_timeout: str = "notify") -> str:
@@ -78,13 +74,14 @@ def answer(http: httpx.Client, url: str, choice: str, csrf: str) -> httpx.Respon
     return http.post(url.split("?", 1)[0], data={"csrf": csrf, "answer": choice})
 
 
-@needs_chromium
 def test_a_person_approves_in_chromium_and_the_release_is_rolled_back(box: Sandbox) -> None:
     """A bad release under a rule with ``action: approve`` is not rolled back until a person
     says so: the group gets an actionCard whose two buttons carry signed links; opening one
     (any number of times) changes nothing; in Chromium the page says what will happen, and
     "Roll back now" rolls the Deployment back once; the link then answers 410, and a forged
     or truncated one 404."""
+    require_binary(CHROMIUM_BINARIES)
+    require_binary(DRIVER_BINARIES)
     asking(box, timeout="5m")
     start_and_settle(box)
     box.deploy("web", "nginx:2.0")
