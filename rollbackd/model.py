@@ -227,6 +227,13 @@ class Event(StrEnum):
     APPROVAL_REQUESTED = "approval_requested"  # action: approve asks a person first
     APPROVED = "approved"  # a person (or on_timeout) said roll back
     HELD = "held"  # a person said hold
+    DEPLOY_STARTED = "deploy_started"  # a managed workload began rolling out a new template
+    DEPLOY_SUCCEEDED = "deploy_succeeded"  # ... and finished, by kubectl rollout status
+    DEPLOY_FAILED = "deploy_failed"  # ... and stalled (ProgressDeadlineExceeded)
+
+
+DEPLOY_EVENTS = frozenset({Event.DEPLOY_STARTED, Event.DEPLOY_SUCCEEDED, Event.DEPLOY_FAILED})
+"""The deploy-status messages: sent only where an operator lists them."""
 
 
 class DecisionReason(StrEnum):
@@ -280,6 +287,8 @@ class Incident:
     cluster: str = ""  # kubernetes.cluster_name: which cluster, where several share a group
     expires: datetime | None = None  # when the question of an approval request expires
     approval_url: str = ""  # the page behind its buttons (signed, one-time)
+    change_cause: str = ""  # the release's kubernetes.io/change-cause annotation
+    release: str = ""  # the deploy-status thread of the revision the incident is about
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import click
+import structlog
 
 from rollbackd.cli.common import EXIT_FAILED, config_option, echo, load_or_exit
 from rollbackd.errors import RollbackdError
-from rollbackd.runtime.daemon import run_daemon
+from rollbackd.runtime.daemon import Daemon
+from rollbackd.runtime.logs import configure_logging
+from rollbackd.settings import Settings
 
 
 @click.command("run")
@@ -24,6 +28,19 @@ def run(config_file: str, dry_run: bool, once: bool) -> None:
         echo(f"rollbackd: fatal: {exc}", err=True)
         sys.exit(EXIT_FAILED)
     sys.exit(code)
+
+
+def run_daemon(settings: Settings, *, config_file: str, once: bool, dry_run: bool = False) -> int:
+    """``rollbackd run``: configure logging and run until stopped."""
+    configure_logging(
+        level=settings.logging.level,
+        fmt=settings.logging.format,
+        secrets=settings.secret_values(),
+        cluster=settings.kubernetes.cluster_name,
+    )
+    structlog.contextvars.clear_contextvars()
+    daemon = Daemon(settings, config_file=config_file, once=once, force_dry_run=dry_run)
+    return asyncio.run(daemon.run())
 
 
 @click.command("demo")

@@ -83,6 +83,8 @@ class Acting(Asking):
             now=self.now,
             breaching_together=len(together | {case.target}),
         )
+        if case.cause:  # the signal explains itself: a stalled rollout says so first
+            decision = replace(decision, message=f"{case.cause}; {decision.message}")
         if decision.acts and case.approved_by and situation.current_hash != case.asked_hash:
             decision = Decision(
                 Choice.NOTIFY,

@@ -82,6 +82,7 @@ class Case:
     asked_until: datetime | None = None  # action approve: the question expires then
     asked_hash: str = ""  # the template the question was about
     approved_by: str = ""  # who said roll back (a person, or the timeout)
+    cause: str = ""  # what a signal said of itself (a stalled rollout): leads every reason
 
     @property
     def asked(self) -> bool:

@@ -164,7 +164,13 @@ class Working:
             labels=dict(verdict.labels),
         )
         self.cases[target] = Case(
-            incident, target, Phase.ASSESSING, facts, breach_since, verdict.action
+            incident,
+            target,
+            Phase.ASSESSING,
+            facts,
+            breach_since,
+            verdict.action,
+            cause=verdict.note,
         )
         self.effects.append(Assess(target, incident))
 

@@ -299,7 +299,12 @@ class Notifications:
 
     def notify(self, incident: Incident) -> list[str]:
         """Queue the incident's message for every robot it concerns; returns their names."""
-        if incident.event not in self._settings.events:
+        robots = [
+            robot
+            for robot in self._settings.robots
+            if incident.event in (self._settings.events if robot.events is None else robot.events)
+        ]
+        if not robots:
             self._delivered(incident.id, str(incident.event))  # nothing to deliver
             return []
         message = self._renderer.render(incident)
@@ -308,9 +313,8 @@ class Notifications:
                 log.error("template_failed", kind=str(incident.event), error=message.problem)
         robots = [
             robot
-            for robot in self._settings.robots
-            if (robot.events is None or incident.event in robot.events)
-            and all(
+            for robot in robots
+            if all(
                 re.fullmatch(pattern, message.labels.get(label, ""))
                 for label, pattern in robot.match.items()
             )

@@ -45,6 +45,9 @@ _TITLES = {
         Event.APPROVAL_REQUESTED: "Approve rollback?",
         Event.APPROVED: "Rollback approved",
         Event.HELD: "Held",
+        Event.DEPLOY_STARTED: "Rolling out",
+        Event.DEPLOY_SUCCEEDED: "Rolled out",
+        Event.DEPLOY_FAILED: "Rollout stalled",
     },
     "zh": {
         Event.BREACH: "指标异常",
@@ -60,6 +63,9 @@ _TITLES = {
         Event.APPROVAL_REQUESTED: "请审批回滚",
         Event.APPROVED: "已批准回滚",
         Event.HELD: "已暂缓回滚",
+        Event.DEPLOY_STARTED: "开始发布",
+        Event.DEPLOY_SUCCEEDED: "发布完成",
+        Event.DEPLOY_FAILED: "发布停滞",
     },
 }
 
@@ -98,6 +104,7 @@ def _escaped(incident: Incident) -> Incident:
         note=text(incident.note),
         owner=text(incident.owner),
         next_step=text(incident.next_step),
+        change_cause=text(incident.change_cause),
         from_images=tuple(text(image) for image in incident.from_images),
         to_images=tuple(text(image) for image in incident.to_images),
         graph_url=_safe_url(incident.graph_url),
@@ -152,6 +159,8 @@ def sample_incident(event: Event) -> Incident:
         labels={"team": "shop"},
         owner="Flux Kustomization flux-system/shop at revision main@sha1:4f2a9c1",
         next_step="revert commit main@sha1:4f2a9c1 in the source of Kustomization shop",
+        change_cause="deploy web 2.0 (pipeline #812)",
+        release="rb-20261127-152722-0c5e",
     )
 
 
@@ -200,6 +209,8 @@ def plain_text(incident: Incident, *, code: str) -> str:
         ("reason", incident.reason),
         ("owner", incident.owner),
         ("next step", incident.next_step),
+        ("change cause", incident.change_cause),
+        ("release", incident.release),
         ("note", incident.note),
     ):
         if text:

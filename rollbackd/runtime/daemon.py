@@ -24,18 +24,18 @@ import time
 from typing import Any
 
 import httpx
-import structlog
 
 from rollbackd.errors import ConfigError
 from rollbackd.model import Instant, Verdict
 from rollbackd.notifications.outbox import Notifications, Outbox
 from rollbackd.rollbacks.pauses import PauseKeeper
+from rollbackd.rollbacks.rollouts import Rollouts
 from rollbackd.rules.syntax import check_rule_syntax
 from rollbackd.runtime.approvals import approval_desk
 from rollbackd.runtime.clock import SystemClock
 from rollbackd.runtime.evaluation import RuleRunner
 from rollbackd.runtime.incidents import IncidentRunner
-from rollbackd.runtime.logs import configure_logging, get_logger
+from rollbackd.runtime.logs import get_logger
 from rollbackd.runtime.process import (
     SHUTDOWN_STEP_SECONDS,
     bounded,
@@ -43,6 +43,7 @@ from rollbackd.runtime.process import (
     tune_gc,
     until,
 )
+from rollbackd.runtime.rollouts import ReleaseDesk
 from rollbackd.runtime.scheduler import EvaluationScheduler
 from rollbackd.runtime.telemetry import Telemetry
 from rollbackd.runtime.wiring import Edges, renderer_for
@@ -75,6 +76,12 @@ class Daemon:
         self.telemetry = Telemetry()
         self.stop = asyncio.Event()
         self.changes = ChangeTimes()
+        self.releases = ReleaseDesk(
+            Rollouts(lambda: self.settings.rollback),
+            clock=self.clock,
+            leading=self.leading,
+            judge=self._alert_sink,
+        )
         self.edges = Edges(settings)
         self.workloads = self.edges.workloads
         self.cache = self.edges.deployments(on_change=self._observe)
@@ -99,8 +106,9 @@ class Daemon:
     # --- wiring -------------------------------------------------------------------------------
 
     def _observe(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
-        """The watch thread's view of a change: template change times, new records."""
+        """The watch thread's view of a change: template change times, releases, records."""
         self.changes.observe(old, new, now=self.clock.now().wall)
+        self.releases.observe(old, new)
         if self.incidents is not None:
             self.incidents.observe(old, new)
 
@@ -221,7 +229,8 @@ class Daemon:
             await self.incidents.handle(verdicts, at=at.wall)
 
     async def _alert_sink(self, verdicts: list[Verdict]) -> None:
-        """A webhook payload's verdicts, dated from ALERTS_FOR_STATE, on the leader only."""
+        """A webhook payload's verdicts, dated from ALERTS_FOR_STATE (a stall's are dated
+        already), on the leader only."""
         assert self.incidents is not None
         await self._follow_leadership()
         if self.incidents.state.leading:
@@ -258,6 +267,8 @@ class Daemon:
         async with httpx.AsyncClient() as http_client:
             self.http_client = http_client
             self._build()
+            assert self.incidents is not None
+            self.releases.open(self.incidents)
             if self.once:
                 return await self._run_once()
             if settings.leader_election.enabled:
@@ -274,7 +285,6 @@ class Daemon:
                     sink=self._alert_sink,
                 )
                 self._spawn(intake.run(), "webhook-intake")
-            assert self.incidents is not None
             desk = approval_desk(
                 settings,
                 incidents=self.incidents,
@@ -385,16 +395,3 @@ class Daemon:
         self.scheduler.start()
         names = [r.name for r in self.settings.rules]
         log.info("reloaded", rules=names, restart_needed_for=restart or None)
-
-
-def run_daemon(settings: Settings, *, config_file: str, once: bool, dry_run: bool = False) -> int:
-    """``rollbackd run``: configure logging and run until stopped."""
-    configure_logging(
-        level=settings.logging.level,
-        fmt=settings.logging.format,
-        secrets=settings.secret_values(),
-        cluster=settings.kubernetes.cluster_name,
-    )
-    structlog.contextvars.clear_contextvars()
-    daemon = Daemon(settings, config_file=config_file, once=once, force_dry_run=dry_run)
-    return asyncio.run(daemon.run())

@@ -108,6 +108,8 @@ class IncidentRunner:
         self.stepped = asyncio.Condition()  # notified after every step of the core
         self.link: Callable[[Incident], Incident] | None = None
         """Signs an approval request's links (the approval desk), when approvals are on."""
+        self.threads: Callable[[Incident], Incident] | None = None
+        """Names the release each message is about (the release desk)."""
 
     @property
     def open(self) -> dict[Target, core.Case]:
@@ -214,7 +216,7 @@ class IncidentRunner:
             case core.StartRollback():
                 self._spawn(self._roll_back(effect))
             case core.Say(facts):
-                self._say(facts)
+                self.say(facts)
             case core.Note():
                 self._spawn(self._note(effect))
             case core.Decided(target, incident, decision):
@@ -368,13 +370,17 @@ class IncidentRunner:
         except KubeError as exc:  # an Event is a courtesy: it never blocks anything
             log.warning("event_not_recorded", reason=note.reason, code=exc.code)
 
-    def _say(self, facts: Incident) -> None:
+    def say(self, facts: Incident) -> list[str]:
+        """Send a message, on the leader only: an incident's, or a release's. Returns the
+        robots it was queued for."""
         if not self._is_leader():
             log.warning("notification_withheld", reason="not the leader", kind=str(facts.event))
-            return
+            return []
+        if self.threads is not None:
+            facts = self.threads(facts)
         if self.link is not None:  # the desk signs approval requests, passes the rest
             facts = self.link(facts)
-        self.notifications.notify(facts)
+        return self.notifications.notify(facts)
 
     # --- the delivery record -----------------------------------------------------------
 

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import jinja2
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 
-from rollbackd.model import Event
+from rollbackd.model import DEPLOY_EVENTS, Event
 from rollbackd.settings.values import Regex, Secret, Section
 
 
@@ -24,7 +24,9 @@ class _RobotBase(Section):
         description="send only for targets whose labels match these regexes (anchored)",
     )
     events: list[Event] | None = Field(
-        None, description="events this robot receives; empty: notifications.events"
+        None,
+        description="events this robot receives (its own list decides); empty: "
+        "notifications.events",
     )
 
 
@@ -61,13 +63,20 @@ class AppRobot(_RobotBase):
         return value
 
 
+def default_events() -> list[Event]:
+    """Every event but the deploy-status ones, which a group hears only when it asks."""
+    return [event for event in Event if event not in DEPLOY_EVENTS]
+
+
 Robot = Annotated[WebhookRobot | AppRobot, Field(discriminator="kind")]
 
 
 class NotificationSettings(Section):
     language: Literal["zh", "en"] = Field("zh", description="message language: zh | en")
     events: list[Event] = Field(
-        default_factory=lambda: list(Event), description="incident events that are sent"
+        default_factory=default_events,
+        description="events sent to robots without their own list; default: every incident "
+        "event (the deploy_* events only where listed)",
     )
     robots: list[Robot] = Field(default_factory=list, description="where messages go")
     templates_dir: str = Field(

@@ -99,3 +99,9 @@ class RollbackSettings(Section):
         default_factory=OwnerPolicies,
         description="per owner (Argo CD, Flux, Helm): pause it, notify only, or roll back",
     )
+    on_progress_deadline: Literal["rollback", "notify", "ignore"] = Field(
+        "notify",
+        description="a rollout that stalls (ProgressDeadlineExceeded) within change_window: "
+        "a breach of the built-in rule progress-deadline, rolled back or notified; "
+        "ignore: no signal",
+    )

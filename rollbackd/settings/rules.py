@@ -48,6 +48,10 @@ class TargetLabels(Section):
     deployment: LabelName = Field("deployment", description="label holding the Deployment's name")
 
 
+BUILT_IN_RULE = "progress-deadline"
+"""The rule a stalled rollout breaches (``rollback.on_progress_deadline``)."""
+
+
 class RuleSettings(Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")] = Field(
         description="unique rule name, shown in messages and metrics"
@@ -76,6 +80,16 @@ class RuleSettings(Section):
     action: Action = Field(
         "rollback", description="rollback | notify | approve (ask on DingTalk first)"
     )
+
+    @field_validator("name")
+    @classmethod
+    def _not_built_in(cls, value: str) -> str:
+        if value == BUILT_IN_RULE:
+            raise ValueError(
+                f"{BUILT_IN_RULE!r} is the built-in rule of stalled rollouts "
+                "(rollback.on_progress_deadline); choose another name"
+            )
+        return value
 
     @field_validator("interval")
     @classmethod

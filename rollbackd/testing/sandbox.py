@@ -229,7 +229,7 @@ class Sandbox(Started):
 
     # --- the workload ------------------------------------------------------------------
 
-    def deploy(self, name: str, image: str, *, rps: float = 50) -> None:
+    def deploy(self, name: str, image: str, *, rps: float = 50, change_cause: str = "") -> None:
         """Create the Deployment (opted in) or change its image, as a release does."""
         existing = self.kube.cluster.get("deployments", NAMESPACE, name)
         if existing is None:
@@ -237,7 +237,7 @@ class Sandbox(Started):
                 self.api, NAMESPACE, name, image=image, labels={"rollbackd.io/enabled": "true"}
             )
         else:
-            seed.set_image(self.api, NAMESPACE, name, image)
+            seed.set_image(self.api, NAMESPACE, name, image, change_cause=change_cause)
         self._apply_traffic(name, image, rps)
         self._images[name] = image  # the traffic follows this release from now on
 

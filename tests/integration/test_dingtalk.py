@@ -289,6 +289,32 @@ def test_app_robot_token_is_fetched_once_and_refreshed_once() -> None:
         assert incident(0).id in json.loads(sent[0]["msgParam"])["text"]
 
 
+def routed(settings: NotificationSettings, incidents: list[Incident]) -> dict[str, list[str]]:
+    """The events each robot's outbox was given for ``incidents``, in order."""
+    renderer = Renderer("en")
+    posted: dict[str, list[str]] = {robot.name: [] for robot in settings.robots}
+
+    class Recorder(Outbox):
+        def post(self, message: Any, *, at_all: bool = False) -> None:
+            posted[self.name].append(message.event)
+
+    outboxes = {
+        name: Recorder(
+            name,
+            None,
+            renderer,
+            clock=SystemClock(),  # type: ignore[arg-type]
+            sleep=asyncio.sleep,
+            telemetry=Telemetry(),
+        )
+        for name in posted
+    }
+    notifications = Notifications(settings, renderer, outboxes)  # type: ignore[arg-type]
+    for item in incidents:
+        notifications.notify(item)
+    return posted
+
+
 def test_routing_by_labels_and_events() -> None:
     """Robots receive only incidents whose labels match and whose events they take."""
     settings = NotificationSettings.model_validate(
@@ -309,32 +335,37 @@ def test_routing_by_labels_and_events() -> None:
             ]
         }
     )
-    renderer = Renderer("en")
-    posted: dict[str, list[str]] = {"shop": [], "failures": []}
-
-    class Recorder(Outbox):
-        def post(self, message: Any, *, at_all: bool = False) -> None:
-            posted[self.name].append(message.event)
-
-    outboxes = {
-        name: Recorder(
-            name,
-            None,
-            renderer,
-            clock=SystemClock(),  # type: ignore[arg-type]
-            sleep=asyncio.sleep,
-            telemetry=Telemetry(),
-        )
-        for name in posted
-    }
-    notifications = Notifications(settings, renderer, outboxes)  # type: ignore[arg-type]
-    notifications.notify(incident(1))
-    notifications.notify(incident(2, Event.ROLLBACK_FAILED))
     other = Incident(**{**incident(3).__dict__, "target": Target("search", "api")})
-    notifications.notify(other)
-    assert posted == {
+    assert routed(settings, [incident(1), incident(2, Event.ROLLBACK_FAILED), other]) == {
         "shop": ["rollback_succeeded", "rollback_failed"],
         "failures": ["rollback_failed"],
+    }
+
+
+def test_deploy_status_reaches_only_robots_that_list_it() -> None:
+    """The deploy_* events are off by default: a robot without its own list hears none of
+    them; a robot whose own ``events`` lists them hears them (its list alone decides), and a
+    global ``notifications.events`` that lists them reaches every robot without a list."""
+    robots = [
+        {"name": "oncall", "kind": "webhook", "url": "http://x/robot/send?access_token=aaaaaa"},
+        {
+            "name": "releases",
+            "kind": "webhook",
+            "url": "http://x/robot/send?access_token=bbbbbb",
+            "events": ["deploy_started", "deploy_failed"],
+        },
+    ]
+    sent = [incident(1, e) for e in (Event.DEPLOY_STARTED, Event.DEPLOY_SUCCEEDED, Event.BREACH)]
+    assert routed(NotificationSettings.model_validate({"robots": robots}), sent) == {
+        "oncall": ["breach"],
+        "releases": ["deploy_started"],
+    }
+    listed = NotificationSettings.model_validate(
+        {"robots": robots, "events": ["deploy_started", "deploy_succeeded"]}
+    )
+    assert routed(listed, sent) == {
+        "oncall": ["deploy_started", "deploy_succeeded"],
+        "releases": ["deploy_started"],
     }
 
 

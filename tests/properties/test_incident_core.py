@@ -27,6 +27,7 @@ from rollbackd.incidents import lifecycle as core
 from rollbackd.incidents.decide import NoUndo, Situation, Undo
 from rollbackd.incidents.owners import Kind, Owner, OwnerAction, Tool, policy
 from rollbackd.model import Event, Instant, RuleState, Target, Transition, Verdict
+from rollbackd.rollbacks.rollouts import PROGRESS_DEADLINE
 from rollbackd.settings import KubernetesSettings, OwnerPolicies, RollbackSettings
 from rollbackd.state.annotations import DeploymentState, LastRollback, format_time
 
@@ -322,6 +323,23 @@ class IncidentCore(RuleBasedStateMachine):
             action="approve" if rule == self.asking else "rollback",
         )
 
+    @rule(i=st.integers(0, 5))
+    def stalls(self, i: int) -> None:
+        """A workload's rollout stalls (ProgressDeadlineExceeded): the built-in rule
+        progress-deadline fires now, a signal with no value that explains itself."""
+        target = TARGETS[i]
+        w = self.world[target]
+        began = w.breaches.setdefault(PROGRESS_DEADLINE, self.now)
+        stall = replace(
+            self.verdict(target, PROGRESS_DEADLINE, began),
+            value=None,
+            op="",
+            threshold=600.0,
+            source="kubernetes",
+            note="the rollout stalled: no progress for 600s",
+        )
+        self.signal([stall])
+
     def signal(self, verdicts: list[Verdict]) -> None:
         if self.state.leading:
             for v in verdicts:
@@ -363,7 +381,10 @@ class IncidentCore(RuleBasedStateMachine):
             verdicts.append(self.verdict(target, "errors", self.world[target].breaches["errors"]))
         self.signal(verdicts)
 
-    @rule(i=st.integers(0, 5), rule_name=st.sampled_from((*RULES, "alertmanager:HighErrorRate")))
+    @rule(
+        i=st.integers(0, 5),
+        rule_name=st.sampled_from((*RULES, "alertmanager:HighErrorRate", PROGRESS_DEADLINE)),
+    )
     def clears(self, i: int, rule_name: str) -> None:
         """One rule stops breaching for a workload (other rules may still fire)."""
         target = TARGETS[i]

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from rollbackd.model import Event
+from rollbackd.model import DEPLOY_EVENTS, Event
 from rollbackd.notifications.render import Renderer, graph_url, truncate
 from tests.integration.test_dingtalk import incident
 
 
 @pytest.mark.parametrize("language", ["zh", "en"])
-@pytest.mark.parametrize("event", list(Event))
+@pytest.mark.parametrize("event", [e for e in Event if e not in DEPLOY_EVENTS])
 def test_every_event_renders_every_fact(language: str, event: Event) -> None:
     """Each event, in each language, shows id, target, rule, value/threshold, since,
     revisions with images, the reason and the graph link."""
@@ -33,6 +33,41 @@ def test_every_event_renders_every_fact(language: str, event: Event) -> None:
         assert fact in message.text, (fact, message.text)
     assert message.incidents == (item.id,)
     assert "DRY-RUN" not in message.text
+
+
+@pytest.mark.parametrize("language", ["zh", "en"])
+@pytest.mark.parametrize("event", sorted(DEPLOY_EVENTS))
+def test_every_deploy_event_renders_the_release(language: str, event: Event) -> None:
+    """A deploy-status message shows the release id, the workload, the revision it moves
+    from and to with their images, the change-cause, the owner, the start and the status;
+    a change-cause is outside text, so it arrives escaped."""
+    item = replace(
+        incident(7, event),
+        change_cause="deploy *web* 3.0 @all",
+        owner="Argo CD Application argocd/shop",
+        reason='deployment "web-7" successfully rolled out',
+    )
+    message = Renderer(language).render(item)
+    for fact in (
+        item.id,
+        "shop/web-7",
+        "3 (nginx:3.0) → 2 (nginx:2.0)",
+        "deploy \\*web\\* 3.0",
+        "Argo CD Application argocd/shop",
+        "2026-11-27 12:00:00",
+        'deployment "web-7" successfully rolled out',
+    ):
+        assert fact in message.text, (fact, message.text)
+    assert "@all" not in message.text
+    assert message.title.endswith("shop/web-7")
+
+
+def test_an_incident_names_its_release() -> None:
+    """A breach about a revision whose deploy was told names that release, in both
+    languages, so the group finds the deploy that caused it."""
+    item = replace(incident(3, Event.BREACH), release="rb-20261127-115800-0c5e")
+    assert "Release**: rb-20261127-115800-0c5e" in Renderer("en").render(item).text
+    assert "发布编号**：rb-20261127-115800-0c5e" in Renderer("zh").render(item).text
 
 
 def test_dry_run_is_marked_in_title_and_text() -> None:

@@ -370,3 +370,18 @@ def test_header_secrets_are_masked(tmp_path: Path) -> None:
     secrets = settings.secret_values()
     assert {"inline-token-9e8d", "file-api-key-0c1d"} <= set(secrets)
     assert "team-alpha" not in secrets
+
+
+def test_progress_deadline_settings_are_checked(tmp_path: Path) -> None:
+    """``on_progress_deadline`` takes rollback, notify or ignore (notify by default), and no
+    rule of the operator's may take the built-in rule's name ``progress-deadline``."""
+    assert (
+        load_settings(write(tmp_path, "rules: []\n"), environ={}).rollback.on_progress_deadline
+        == "notify"
+    )
+    lines = problems(write(tmp_path, "rollback: {on_progress_deadline: page}\n"))
+    assert any("rollback.on_progress_deadline" in line for line in lines)
+    taken = "rules: [{name: progress-deadline, expr: up, threshold: 1}]\n"
+    lines = problems(write(tmp_path, taken))
+    assert any("built-in rule of stalled rollouts" in line for line in lines), lines
+    assert all(line.endswith("[ERR_CONFIG_INVALID]") for line in lines)

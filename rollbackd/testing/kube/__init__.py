@@ -6,7 +6,8 @@ real ``Status`` shape, streams watches, and simulates the deployment controller'
 bookkeeping as the captures in the project's fixtures show. Fault knobs: ``faults.latency``,
 ``faults.injected`` (HTTP errors or dropped connections), ``faults.forbidden`` (403 for a
 verb and resource), ``faults.expire_watches`` (410 Gone); rollout knobs on ``cluster``:
-``default_rollout``/``rollouts`` (available, never, deadline_exceeded) and ``rollout_delay``.
+``default_rollout``/``rollouts`` (available, never, deadline_exceeded), ``stalling_images``
+and ``rollout_delay``.
 """
 
 from rollbackd.testing.kube.cluster import Cluster

@@ -118,6 +118,9 @@ class Cluster:
         self.default_rollout: Rollout = rollout
         self.rollouts: dict[tuple[str, str], Rollout] = {}
         self.rollout_delay = 0.0
+        self.stalling_images: set[str] = set()
+        """A rollout to a template running one of these never becomes available and exceeds
+        its progress deadline, as a bad image or a crash loop does; the others roll out."""
         self.clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         """The control plane's time: creation and condition times (tests set the past)."""
         with self.lock:
@@ -206,8 +209,12 @@ class Cluster:
 
     # --- the deployment controller --------------------------------------------------------
 
-    def rollout_of(self, namespace: str, name: str) -> Rollout:
-        return self.rollouts.get((namespace, name), self.default_rollout)
+    def rollout_of(self, deployment: Obj) -> Rollout:
+        meta = deployment["metadata"]
+        containers = deployment["spec"]["template"].get("spec", {}).get("containers") or []
+        if any(c.get("image") in self.stalling_images for c in containers):
+            return "deadline_exceeded"
+        return self.rollouts.get((meta["namespace"], meta["name"]), self.default_rollout)
 
     def _owned_replicasets(self, deployment: Obj) -> list[Obj]:
         uid = deployment["metadata"]["uid"]
@@ -330,7 +337,7 @@ class Cluster:
     ) -> None:
         meta, spec = deployment["metadata"], deployment["spec"]
         replicas = int(spec.get("replicas", 1))
-        done = settle and self.rollout_of(meta["namespace"], meta["name"]) == "available"
+        done = settle and self.rollout_of(deployment) == "available"
         plan: list[tuple[Obj, int]] = []
         if current is not None:
             rolling = any(rs["spec"].get("replicas", 0) for rs in olds) and not done
@@ -385,7 +392,7 @@ class Cluster:
             current = self.get("replicasets", namespace, current["metadata"]["name"])
         updated = current["spec"]["replicas"] if current else 0
         available = sum(rs.get("status", {}).get("availableReplicas", 0) for rs in owned)
-        mode = self.rollout_of(namespace, name)
+        mode = self.rollout_of(deployment)
         rs_name = current["metadata"]["name"] if current else ""
         old = deployment.get("status", {}).get("conditions", [])
         stamp = self.stamp()

@@ -54,9 +54,13 @@ def create_deployment(
     apps(api).create_namespaced_deployment(namespace, cast(Any, body))
 
 
-def set_image(api: client.ApiClient, namespace: str, name: str, image: str) -> None:
-    """``kubectl set image deployment/NAME nginx=IMAGE``: a strategic merge patch."""
-    patch = {
+def set_image(
+    api: client.ApiClient, namespace: str, name: str, image: str, *, change_cause: str = ""
+) -> None:
+    """``kubectl set image deployment/NAME nginx=IMAGE``: a strategic merge patch; with a
+    ``change_cause``, ``kubernetes.io/change-cause`` in the same patch, as ``--record`` and
+    deploy pipelines write it."""
+    patch: Obj = {
         "spec": {
             "template": {
                 "spec": {
@@ -66,6 +70,8 @@ def set_image(api: client.ApiClient, namespace: str, name: str, image: str) -> N
             }
         }
     }
+    if change_cause:
+        patch["metadata"] = {"annotations": {"kubernetes.io/change-cause": change_cause}}
     apps(api).patch_namespaced_deployment(name, namespace, patch)
 
 
