@@ -15,7 +15,8 @@ what people should hear and what the incident core should judge:
   ignore; the finished rollout that follows (or the workload's deletion) resolves it. The
   core then judges it like any breach, through every guard: the change window included.
 - ``thread`` names, on each message of an incident, the release of the revision it is
-  about, so that a group reads the breach under the deploy that caused it.
+  about, so that a group reads the breach under the deploy that caused it; only a release
+  a group ``heard`` of: nobody is pointed at a deploy they were not told.
 
 Called from the watch thread; the caller passes ``now`` and hands the answers to the loop.
 """
@@ -26,6 +27,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 from rollbackd.model import (
@@ -61,9 +63,18 @@ class Release:
     digest: str
     from_revision: int | None
     from_images: tuple[str, ...]
-    since: Instant
+    since: datetime
     quiet: bool = False  # rollbackd's own undo: its incident tells it
-    told: tuple[Event, ...] = ()
+    started: bool = False  # deploy_started is due no more
+
+
+@dataclass(frozen=True, slots=True)
+class _Latest:
+    """The last release of a workload that began, and whether a group heard of it."""
+
+    id: str
+    digest: str
+    heard: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +121,7 @@ class Rollouts:
         self._releases: dict[Target, Release] = {}
         self._current: dict[Target, str] = {}  # the template digest since its last change
         self._stalled: set[Target] = set()
-        self._latest: dict[Target, tuple[str, str]] = {}  # the last release told: id, digest
+        self._latest: dict[Target, _Latest] = {}
         self._threads: OrderedDict[str, str] = OrderedDict()  # incident -> release
 
     def observe(self, old: Obj | None, new: Obj | None, *, now: Instant) -> Observed:
@@ -132,7 +143,7 @@ class Rollouts:
                         digest,
                         revision_of(old),
                         images_of(old),
-                        now,
+                        now.wall,
                         quiet=_own_undo(old, new),
                     )
             messages = self._progress(target, new)
@@ -144,16 +155,16 @@ class Rollouts:
         if release is None or release.digest != self._current[target] or not observed(new):
             return ()
         due: list[Event] = []
-        if Event.DEPLOY_STARTED not in release.told:
+        if not release.started:
             due.append(Event.DEPLOY_STARTED)
             if not release.quiet:
-                self._latest[target] = (release.id, release.digest)
+                self._latest[target] = _Latest(release.id, release.digest)
         status = rollout_status(new)
         if status.done:
             due.append(Event.DEPLOY_FAILED if status.failed else Event.DEPLOY_SUCCEEDED)
             del self._releases[target]
         else:
-            self._releases[target] = replace(release, told=(*release.told, *due))
+            self._releases[target] = replace(release, started=True)
         if release.quiet:
             return ()
         return tuple(
@@ -176,7 +187,7 @@ class Rollouts:
             id=release.id,
             event=event,
             target=Target(new["metadata"]["namespace"], new["metadata"]["name"]),
-            since=release.since.wall,
+            since=release.since,
             reason=reason,
             note=note,
             from_revision=release.from_revision,
@@ -218,18 +229,27 @@ class Rollouts:
         self._stalled.discard(target)
         return (_verdict(target, now, firing=False, action="", threshold=0.0, note=note),)
 
+    def heard(self, release: Incident) -> None:
+        """A group was given this release's message: incidents about it may name it."""
+        with self._lock:
+            latest = self._latest.get(release.target)
+            if latest is not None and latest.id == release.id:
+                self._latest[release.target] = replace(latest, heard=True)
+
     def thread(self, facts: Incident) -> Incident:
-        """``facts`` with the release of the revision its incident is about, if one is
-        known: the release the workload runs when the incident first speaks."""
+        """``facts`` with the release of the revision its incident is about, if a group
+        heard of it: the release the workload runs when the incident first speaks."""
         if facts.event in DEPLOY_EVENTS:
             return facts
         with self._lock:
             release = self._threads.get(facts.id)
             if release is None:
                 found = self._latest.get(facts.target)
-                if found is None or found[1] != self._current.get(facts.target):
+                if found is None or not found.heard:
                     return facts
-                release = self._threads[facts.id] = found[0]
+                if found.digest != self._current.get(facts.target):
+                    return facts
+                release = self._threads[facts.id] = found.id
                 while len(self._threads) > MAX_THREADS:
                     self._threads.popitem(last=False)
         return replace(facts, release=release)

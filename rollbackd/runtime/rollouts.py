@@ -11,13 +11,12 @@ pointed at a deploy it did not hear of.
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from rollbackd.model import Incident, Obj, Verdict
+from rollbackd.model import Obj, Verdict
 from rollbackd.ports import Clock
-from rollbackd.rollbacks.rollouts import MAX_THREADS, Observed, Rollouts
+from rollbackd.rollbacks.rollouts import Observed, Rollouts
 from rollbackd.runtime.incidents import IncidentRunner
 from rollbackd.runtime.logs import get_logger
 
@@ -42,14 +41,13 @@ class ReleaseDesk:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._incidents: IncidentRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._heard: OrderedDict[str, None] = OrderedDict()  # releases given to a robot
 
     def open(self, incidents: IncidentRunner) -> None:
         """From now on, in the running loop: messages through ``incidents``, whose messages
         are threaded with their releases."""
         self._loop = asyncio.get_running_loop()
         self._incidents = incidents
-        incidents.threads = self.thread
+        incidents.threads = self.rollouts.thread
 
     def observe(self, old: Obj | None, new: Obj | None) -> None:
         """One watch event (the watch thread)."""
@@ -70,15 +68,8 @@ class ReleaseDesk:
                 images=list(facts.to_images),
             )
             if self._incidents.say(facts):
-                self._heard[facts.id] = None
-                while len(self._heard) > MAX_THREADS:
-                    self._heard.popitem(last=False)
+                self.rollouts.heard(facts)
         if seen.verdicts:
             task = asyncio.create_task(self._judge(list(seen.verdicts)))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-
-    def thread(self, facts: Incident) -> Incident:
-        """``facts`` naming the release they are about, if a group heard of it."""
-        threaded = self.rollouts.thread(facts)
-        return threaded if threaded.release in self._heard else facts

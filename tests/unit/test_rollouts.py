@@ -204,8 +204,8 @@ def test_ignore_tells_the_stall_but_raises_no_breach() -> None:
 
 
 def test_an_incident_is_threaded_with_the_release_it_is_about() -> None:
-    """A breach while the workload runs a told release names that release on each of its
-    messages, also after rollbackd's undo changed the template; a breach on a template
+    """A breach while the workload runs a release a group heard of names that release on
+    each of its messages, also after rollbackd's undo changed the template; a breach on a template
     whose release was never told (first seen in a LIST, or rollbackd's own undo) names
     none."""
     rollouts = Rollouts(policy())
@@ -216,6 +216,8 @@ def test_an_incident_is_threaded_with_the_release_it_is_about() -> None:
     events = release("nginx:2.0", 2, 2)
     (started, _) = told(watch(rollouts, events, first=first))
     breach = Incident(id="rb-incident", event=Event.BREACH, target=WEB)
+    assert rollouts.thread(breach).release == ""  # no group heard of the release yet
+    rollouts.heard(started)
     assert rollouts.thread(breach).release == started.id
     undo = deployment(
         5,
