@@ -3,12 +3,14 @@ when a stalled rollout becomes a breach of the built-in rule ``progress-deadline
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rollbackd.model import Event, Incident, Instant, Obj, RuleState, Target
 from rollbackd.rollbacks.rollouts import PROGRESS_DEADLINE, Observed, Rollouts
 from rollbackd.settings import RollbackSettings
+from tests.kube_fixtures import load
 
 T0 = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 WEB = Target("shop", "web")
@@ -231,3 +233,22 @@ def test_an_incident_is_threaded_with_the_release_it_is_about() -> None:
     other = Incident(id="rb-other", event=Event.BREACH, target=WEB)
     assert rollouts.thread(other).release == ""  # rollbackd's undo is no release
     assert rollouts.thread(started).release == ""  # a release is not its own thread
+
+
+def test_the_captured_stall_is_a_stall_with_the_controllers_words() -> None:
+    """The Deployment a real controller gave up on (``progressDeadlineSeconds: 10``) is a
+    stall once its Progressing condition turns: the verdict names the deadline and the
+    controller's message."""
+    stuck = load("deployment-progress-deadline-exceeded.json")
+    before = copy.deepcopy(stuck)
+    for condition in before["status"]["conditions"]:
+        if condition["type"] == "Progressing":
+            condition.update(status="True", reason="ReplicaSetUpdated")
+    rollouts = Rollouts(policy())
+    rollouts.observe(None, before, now=at(0))
+    (verdict,) = rollouts.observe(before, stuck, now=at(10)).verdicts
+    assert verdict.target == Target("demo", "stuck")
+    assert verdict.note == (
+        "the rollout stalled: no progress for 10s (ProgressDeadlineExceeded: "
+        'ReplicaSet "stuck-84c754ddcf" has timed out progressing.)'
+    )
