@@ -97,6 +97,23 @@ def test_digests_name_every_incident_and_fit() -> None:
     assert "12 more" in digests[-1].text
 
 
+def test_a_burst_of_releases_folds_into_digests_that_name_each_release() -> None:
+    """Many deploys at once go out as digests like every message: one line per release,
+    with its latest state (started, then rolled out) and its revisions."""
+    renderer = Renderer("en")
+    messages = [
+        renderer.render(replace(incident(n, event), rule="", value=None, reason=""))
+        for event in (Event.DEPLOY_STARTED, Event.DEPLOY_SUCCEEDED)
+        for n in range(40)
+    ]
+    digests = renderer.digests(messages, limit=5000)
+    lines = [line for d in digests for line in d.text.splitlines() if "shop/web-7," in line]
+    assert len(lines) == 1, lines
+    assert lines[0].endswith("Rolling out → Rolled out")
+    assert "revision 3 → 2" in lines[0]
+    assert {i for d in digests for i in d.incidents} == {incident(n).id for n in range(40)}
+
+
 def test_truncate_respects_utf8_bytes() -> None:
     """Chinese text is cut on byte size, never in the middle of a character."""
     text = "回滚" * 5000
