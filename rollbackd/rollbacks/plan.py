@@ -80,16 +80,14 @@ class History:
     current: Revision | None  # the ReplicaSet whose template is the Deployment's
 
 
-@dataclass(frozen=True)
-class Plan:
-    """A rollback ready to send."""
+@dataclass(frozen=True, kw_only=True)
+class Planned:
+    """A rollback ready to send, of any kind: from which revision to which."""
 
     namespace: str
     name: str
     from_revision: Revision
     to_revision: Revision
-    generation: int
-    patch: list[Obj]
     record_at: str = ""  # the time of the rollback record riding in the patch
 
     def record(
@@ -125,6 +123,14 @@ class Plan:
             note=note,
             by=by,
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan(Planned):
+    """A Deployment's rollback: kubectl's JSON patch, with a test of the generation."""
+
+    generation: int
+    patch: list[Obj]
 
     def with_annotations(self, extra: dict[str, str]) -> Plan:
         """The same rollback, also writing ``extra`` annotations in the same patch."""
