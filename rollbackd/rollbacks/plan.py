@@ -161,11 +161,12 @@ def same_template(a: Obj, b: Obj) -> bool:
     return _strip_hash(a) == _strip_hash(b)
 
 
-def _controlled_by(rs: Obj, deployment: Obj) -> bool:
-    uid = deployment["metadata"].get("uid")
+def controlled_by(owned: Obj, owner: Obj) -> bool:
+    """``owner`` is ``owned``'s controller (a ReplicaSet's, a ControllerRevision's)."""
+    uid = owner["metadata"].get("uid")
     return any(
         ref.get("controller") and ref.get("uid") == uid
-        for ref in rs["metadata"].get("ownerReferences") or []
+        for ref in owned["metadata"].get("ownerReferences") or []
     )
 
 
@@ -174,7 +175,7 @@ def rollout_history(deployment: Obj, replicasets: list[Obj]) -> History:
     revisions = []
     current = None
     owned = sorted(
-        (rs for rs in replicasets if _controlled_by(rs, deployment)),
+        (rs for rs in replicasets if controlled_by(rs, deployment)),
         key=lambda rs: (rs["metadata"].get("creationTimestamp", ""), rs["metadata"]["name"]),
     )
     for rs in owned:
@@ -203,6 +204,38 @@ def rollout_history(deployment: Obj, replicasets: list[Obj]) -> History:
     return History(tuple(sorted(revisions, key=lambda r: r.number)), current)
 
 
+def choose_revision(
+    history: History,
+    current: Revision,
+    *,
+    known_bad: frozenset[str],
+    to_revision: int | None,
+    workload: str,
+    no_history: str,
+) -> Revision | Skip:
+    """The revision an undo returns to: ``to_revision``, or the newest older one whose
+    template was never rolled back from (kubectl takes the newest older one, bad or not).
+    ``workload`` names it in messages; ``no_history`` is kubectl's words for its kind."""
+    if to_revision:
+        target = next((r for r in history.revisions if r.number == to_revision), None)
+        if target is None:
+            return Skip(
+                SkipReason.REVISION_NOT_FOUND,
+                f"unable to find specified revision {to_revision} in history",
+            )
+        return target
+    older = [r for r in history.revisions if r.number < current.number]
+    if not older:
+        return Skip(SkipReason.NO_HISTORY, no_history)
+    usable = [r for r in older if r.template_hash not in known_bad]
+    if not usable:
+        return Skip(
+            SkipReason.ONLY_BAD_TEMPLATES,
+            f"every older revision of {workload} was already rolled back from",
+        )
+    return usable[-1]
+
+
 def plan_rollback(
     deployment: Obj,
     replicasets: list[Obj],
@@ -221,24 +254,16 @@ def plan_rollback(
             SkipReason.NOT_SYNCED,
             f'deployment "{name}": no ReplicaSet holds the current template yet',
         )
-    if to_revision:
-        target = next((r for r in history.revisions if r.number == to_revision), None)
-        if target is None:
-            return Skip(
-                SkipReason.REVISION_NOT_FOUND,
-                f"unable to find specified revision {to_revision} in history",
-            )
-    else:
-        older = [r for r in history.revisions if r.number < current.number]
-        if not older:
-            return Skip(SkipReason.NO_HISTORY, f'no rollout history found for deployment "{name}"')
-        usable = [r for r in older if r.template_hash not in known_bad]
-        if not usable:
-            return Skip(
-                SkipReason.ONLY_BAD_TEMPLATES,
-                f'every older revision of deployment "{name}" was already rolled back from',
-            )
-        target = usable[-1]
+    target = choose_revision(
+        history,
+        current,
+        known_bad=known_bad,
+        to_revision=to_revision,
+        workload=f'deployment "{name}"',
+        no_history=f'no rollout history found for deployment "{name}"',
+    )
+    if isinstance(target, Skip):
+        return target
     if spec.get("paused"):
         return Skip(
             SkipReason.PAUSED,
@@ -316,7 +341,7 @@ def deployment_state(deployment: Obj, replicasets: list[Obj]) -> DeploymentState
     copies = [
         rs["metadata"].get("annotations") or {}
         for rs in replicasets
-        if _controlled_by(rs, deployment)
+        if controlled_by(rs, deployment)
     ]
     return state_of(deployment["metadata"].get("annotations") or {}, copies)
 

@@ -25,7 +25,16 @@ import copy
 from dataclasses import dataclass, replace
 
 from rollbackd.model import Obj
-from rollbackd.rollbacks.plan import History, Planned, Revision, Skip, SkipReason, same_template
+from rollbackd.rollbacks.plan import (
+    History,
+    Planned,
+    Revision,
+    Skip,
+    SkipReason,
+    choose_revision,
+    controlled_by,
+    same_template,
+)
 
 HASH_LABELS = ("controller.kubernetes.io/hash", "controller-revision-hash")
 """The label naming a ControllerRevision's hash: the StatefulSet's, then the DaemonSet's."""
@@ -53,19 +62,11 @@ def _template(revision: Obj) -> Obj:
     return dict(template)
 
 
-def _controlled_by(revision: Obj, workload: Obj) -> bool:
-    uid = workload["metadata"].get("uid")
-    return any(
-        ref.get("controller") and ref.get("uid") == uid
-        for ref in revision["metadata"].get("ownerReferences") or []
-    )
-
-
 def revision_history(workload: Obj, revisions: list[Obj]) -> History:
     """The ControllerRevisions ``workload`` controls, oldest first, and the current one."""
     found: list[Revision] = []
     for item in revisions:
-        if not _controlled_by(item, workload):
+        if not controlled_by(item, workload):
             continue
         meta = item["metadata"]
         labels = meta.get("labels") or {}
@@ -104,24 +105,16 @@ def plan_revision_rollback(
         return Skip(
             SkipReason.NOT_SYNCED, f'{noun} "{name}": no ControllerRevision holds its template yet'
         )
-    if to_revision:
-        target = next((r for r in history.revisions if r.number == to_revision), None)
-        if target is None:
-            return Skip(
-                SkipReason.REVISION_NOT_FOUND,
-                f"unable to find specified revision {to_revision} in history",
-            )
-    else:
-        older = [r for r in history.revisions if r.number < current.number]
-        if not older:
-            return Skip(SkipReason.NO_HISTORY, "no last revision to roll back to")
-        usable = [r for r in older if r.template_hash not in known_bad]
-        if not usable:
-            return Skip(
-                SkipReason.ONLY_BAD_TEMPLATES,
-                f'every older revision of {noun} "{name}" was already rolled back from',
-            )
-        target = usable[-1]
+    target = choose_revision(
+        history,
+        current,
+        known_bad=known_bad,
+        to_revision=to_revision,
+        workload=f'{noun} "{name}"',
+        no_history="no last revision to roll back to",
+    )
+    if isinstance(target, Skip):
+        return target
     if same_template(target.template, current.template):
         return Skip(
             SkipReason.ALREADY_CURRENT,
