@@ -50,6 +50,11 @@ RESOURCES = {
     ("", "pods"): Resource("", "v1", "pods", "Pod"),
     ("apps", "deployments"): Resource("apps", "v1", "deployments", "Deployment"),
     ("apps", "replicasets"): Resource("apps", "v1", "replicasets", "ReplicaSet"),
+    ("apps", "statefulsets"): Resource("apps", "v1", "statefulsets", "StatefulSet"),
+    ("apps", "daemonsets"): Resource("apps", "v1", "daemonsets", "DaemonSet"),
+    ("apps", "controllerrevisions"): Resource(
+        "apps", "v1", "controllerrevisions", "ControllerRevision"
+    ),
     ("coordination.k8s.io", "leases"): Resource("coordination.k8s.io", "v1", "leases", "Lease"),
     ("events.k8s.io", "events"): Resource("events.k8s.io", "v1", "events", "Event"),
     # Custom resources of the owners rollbackd knows, stored as sent (no schema).

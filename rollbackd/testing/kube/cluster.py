@@ -60,6 +60,15 @@ def template_hash(template: Obj, collision_count: int = 0) -> str:
     return "".join(_SAFE_ALPHABET[b % len(_SAFE_ALPHABET)] for b in str(value).encode())
 
 
+def controlled_by(owned: Obj, owner: Obj) -> bool:
+    """``owner`` is ``owned``'s controller (its ReplicaSets, its ControllerRevisions)."""
+    uid = owner["metadata"]["uid"]
+    return any(
+        ref.get("uid") == uid and ref.get("controller")
+        for ref in owned["metadata"].get("ownerReferences", [])
+    )
+
+
 def _without_hash(template: Obj) -> Obj:
     clean = copy.deepcopy(template)
     labels = clean.get("metadata", {}).get("labels")
@@ -190,6 +199,10 @@ class Cluster:
         if plural == "deployments":
             for rs in self._owned_replicasets(previous):
                 self.delete("replicasets", namespace, rs["metadata"]["name"])
+        if plural in ("statefulsets", "daemonsets"):  # the garbage collector
+            for cr in self.list_objects("controllerrevisions", namespace):
+                if controlled_by(cr, previous):
+                    self.delete("controllerrevisions", namespace, cr["metadata"]["name"])
         if plural == "namespaces":
             for key in [k for k in self.objects if k[1] == name]:
                 self.delete(*key)
@@ -217,16 +230,8 @@ class Cluster:
         return self.rollouts.get((meta["namespace"], meta["name"]), self.default_rollout)
 
     def _owned_replicasets(self, deployment: Obj) -> list[Obj]:
-        uid = deployment["metadata"]["uid"]
         bucket = self._index.get(("replicasets", deployment["metadata"]["namespace"]), {})
-        return [
-            obj
-            for _, obj in sorted(bucket.items())
-            if any(
-                ref.get("uid") == uid and ref.get("controller")
-                for ref in obj["metadata"].get("ownerReferences", [])
-            )
-        ]
+        return [obj for _, obj in sorted(bucket.items()) if controlled_by(obj, deployment)]
 
     def sync_deployment(self, namespace: str, name: str, *, settle: bool = True) -> None:
         """What kube-controller-manager does after the Deployment changed."""

@@ -25,14 +25,15 @@ from rollbackd.testing.kube.patch import (
     merge_patch,
     strategic_merge,
 )
+from rollbackd.testing.kube.revisions import KINDS, TEMPLATE_GENERATION, sync_revisions
 from rollbackd.testing.kube.shapes import (
+    WORKLOAD_DEFAULTS,
     apply_scale,
-    default_deployment,
     event_to_core,
     event_to_v1,
     scale_of,
     unchanged,
-    validate_deployment,
+    validate_workload,
 )
 from rollbackd.testing.kube.watch import Watching
 
@@ -145,18 +146,19 @@ class Resources(Watching):
             kind, api_version, name, self.ns, body, created=self.cluster.stamp()
         )
         obj["metadata"].pop("resourceVersion", None)
-        if self.r.plural == "deployments":
+        if self.r.plural in WORKLOAD_DEFAULTS:
             obj["metadata"]["generation"] = 1
-            default_deployment(obj)
-            validate_deployment(self.r, obj)
+            WORKLOAD_DEFAULTS[self.r.plural](obj)
+            validate_workload(self.r, obj)
             obj["status"] = {}
+            if self.r.plural == "daemonsets":
+                obj["metadata"].setdefault("annotations", {})[TEMPLATE_GENERATION] = "1"
         if self.query.get("dryRun") == "All":
             self.h._send(201, self._out(obj))
             return
         stored = self.cluster.put(self.store, self.ns, obj)
         self.h._send(201, self._out(stored))
-        if self.r.plural == "deployments":
-            self.api.write_deployment(self.ns, stored)
+        self._controller(stored)
 
     def update(self) -> None:
         current = self._existing()
@@ -244,15 +246,26 @@ class Resources(Watching):
             if immutable in current["metadata"]:
                 meta[immutable] = current["metadata"][immutable]
         obj["kind"], obj["apiVersion"] = current["kind"], current["apiVersion"]
-        if self.r.plural == "deployments":
-            default_deployment(obj)
-            validate_deployment(self.r, obj)
+        if self.r.plural in WORKLOAD_DEFAULTS:
+            WORKLOAD_DEFAULTS[self.r.plural](obj)
+            validate_workload(self.r, obj)
             obj["status"] = current.get("status", {})  # status changes only through /status
-            # As the real Deployment strategy counts: annotations are copied to ReplicaSets,
-            # so changing them bumps the generation like a spec change does; labels do not.
+            # As the real strategies count (captured): a Deployment's annotations are copied
+            # to its ReplicaSets, so changing them bumps its generation like a spec change
+            # does; a StatefulSet's or DaemonSet's do not; labels never do.
             before = current["metadata"].get("annotations") or {}
-            bumped = obj["spec"] != current["spec"] or (meta.get("annotations") or {}) != before
+            bumped = obj["spec"] != current["spec"] or (
+                self.r.plural == "deployments" and (meta.get("annotations") or {}) != before
+            )
             meta["generation"] = current["metadata"].get("generation", 1) + bumped
+            if (
+                self.r.plural == "daemonsets"
+                and obj["spec"]["template"] != current["spec"]["template"]
+            ):
+                annotations = meta.setdefault("annotations", {})
+                annotations[TEMPLATE_GENERATION] = str(
+                    int(before.get(TEMPLATE_GENERATION, "0")) + 1
+                )
         if unchanged(current, obj):  # a no-op write keeps its resourceVersion, as etcd does
             self.h._send(200, scale_of(current) if self.sub == "scale" else self._out(current))
             return
@@ -261,8 +274,14 @@ class Resources(Watching):
             return
         stored = self.cluster.put(self.store, self.ns, obj)
         self.h._send(200, scale_of(stored) if self.sub == "scale" else self._out(stored))
+        self._controller(stored)
+
+    def _controller(self, stored: Obj) -> None:
+        """After a client wrote a workload, its controller catches up."""
         if self.r.plural == "deployments":
             self.api.write_deployment(self.ns, stored)
+        elif self.r.plural in KINDS:
+            sync_revisions(self.cluster, self.r.plural, self.ns, stored["metadata"]["name"])
 
     def delete(self) -> None:
         current = self._existing()

@@ -91,6 +91,44 @@ def default_deployment(obj: Obj) -> None:
         rolling.setdefault("maxSurge", "25%")
     spec.setdefault("revisionHistoryLimit", 10)
     spec.setdefault("progressDeadlineSeconds", 600)
+    default_pod_template(spec)
+
+
+def default_statefulset(obj: Obj) -> None:
+    """As the API server defaults a StatefulSet (``rollingUpdate.partition`` is not
+    defaulted when ``rollingUpdate`` is absent, as captured)."""
+    spec = obj.setdefault("spec", {})
+    spec.setdefault("replicas", 1)
+    default_pod_template(spec)
+    spec.setdefault("podManagementPolicy", "OrderedReady")
+    spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
+    spec.setdefault("revisionHistoryLimit", 10)
+    spec.setdefault(
+        "persistentVolumeClaimRetentionPolicy", {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    )
+
+
+def default_daemonset(obj: Obj) -> None:
+    spec = obj.setdefault("spec", {})
+    default_pod_template(spec)
+    strategy = spec.setdefault("updateStrategy", {"type": "RollingUpdate"})
+    if strategy.get("type", "RollingUpdate") == "RollingUpdate":
+        strategy["type"] = "RollingUpdate"
+        rolling = strategy.setdefault("rollingUpdate", {})
+        rolling.setdefault("maxUnavailable", 1)
+        rolling.setdefault("maxSurge", 0)
+    spec.setdefault("revisionHistoryLimit", 10)
+
+
+WORKLOAD_DEFAULTS = {
+    "deployments": default_deployment,
+    "statefulsets": default_statefulset,
+    "daemonsets": default_daemonset,
+}
+"""The workload kinds the fake defaults, validates and runs a controller for."""
+
+
+def default_pod_template(spec: Obj) -> None:
     template = spec.setdefault("template", {})
     template.setdefault("metadata", {}).pop("creationTimestamp", None)
     pod = template.setdefault("spec", {})
@@ -108,7 +146,7 @@ def default_deployment(obj: Obj) -> None:
     pod.setdefault("schedulerName", "default-scheduler")
 
 
-def validate_deployment(resource: Resource, obj: Obj) -> None:
+def validate_workload(resource: Resource, obj: Obj) -> None:
     name, spec = obj["metadata"]["name"], obj["spec"]
     selector = (spec.get("selector") or {}).get("matchLabels") or {}
     labels = spec["template"].get("metadata", {}).get("labels") or {}
