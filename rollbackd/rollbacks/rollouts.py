@@ -12,8 +12,13 @@ what people should hear and what the incident core should judge:
   that also writes ``rollbackd.io/last-rollback``) is told by its incident, not here.
 - A stall (``ProgressDeadlineExceeded`` on the current generation) is a firing verdict of
   the built-in rule ``progress-deadline``, unless ``rollback.on_progress_deadline`` is
-  ignore; the finished rollout that follows (or the workload's deletion) resolves it. The
-  core then judges it like any breach, through every guard: the change window included.
+  ignore, dated when the watch saw it turn (a stall found already there: when its condition
+  turned, by the API server's clock, never later than now); the finished rollout
+  that follows (or the workload's deletion) resolves it. The core then judges it like any
+  breach, through every guard: the change window included. A stall seen first in a LIST
+  counts too, and ``stalls`` gives a new leader the ones going on: an incident core that
+  forgot a stall could take a later change for the cause of a later breach, and undo it
+  back to the stalled template.
 - ``thread`` names, on each message of an incident, the release of the revision it is
   about, so that a group reads the breach under the deploy that caused it; only a release
   a group ``heard`` of: nobody is pointed at a deploy they were not told.
@@ -46,7 +51,7 @@ from rollbackd.rollbacks.plan import CHANGE_CAUSE, REVISION, owner_of_workload
 from rollbackd.rollbacks.status import rollout_status
 from rollbackd.settings import RollbackSettings
 from rollbackd.settings.rules import BUILT_IN_RULE
-from rollbackd.state.annotations import LAST_ROLLBACK
+from rollbackd.state.annotations import LAST_ROLLBACK, parse_time
 from rollbackd.state.changes import workload_digest
 
 PROGRESS_DEADLINE = BUILT_IN_RULE
@@ -120,7 +125,7 @@ class Rollouts:
         self._lock = threading.Lock()
         self._releases: dict[Target, Release] = {}
         self._current: dict[Target, str] = {}  # the template digest since its last change
-        self._stalled: set[Target] = set()
+        self._stalled: dict[Target, Verdict] = {}  # the stalls going on, as reported
         self._latest: dict[Target, _Latest] = {}
         self._threads: OrderedDict[str, str] = OrderedDict()  # incident -> release
 
@@ -207,27 +212,34 @@ class Rollouts:
                 return self._resolved(target, now, status.message)
             return ()
         stalled, action = stall_of(new), self._rollback().on_progress_deadline
-        if not stalled or old is None or stall_of(old) or action == "ignore":
+        if not stalled or action == "ignore":
             return ()
-        self._stalled.add(target)
         seconds = int((new.get("spec") or {}).get("progressDeadlineSeconds") or 600)
-        return (
-            _verdict(
-                target,
-                now,
-                firing=True,
-                action=action,
-                threshold=float(seconds),
-                note=f"the rollout stalled: no progress for {seconds}s "
-                f"(ProgressDeadlineExceeded: {stalled})",
-            ),
+        began = now.wall  # seen turning now; a stall found already there dates itself
+        if old is None or stall_of(old):
+            began = min(began, _stalled_since(new) or began)
+        verdict = _verdict(
+            target,
+            now,
+            began=began,
+            action=action,
+            threshold=float(seconds),
+            note=f"the rollout stalled: no progress for {seconds}s "
+            f"(ProgressDeadlineExceeded: {stalled})",
         )
+        self._stalled[target] = verdict
+        return (verdict,)
 
     def _resolved(self, target: Target, now: Instant, note: str) -> tuple[Verdict, ...]:
-        if target not in self._stalled:
+        if self._stalled.pop(target, None) is None:
             return ()
-        self._stalled.discard(target)
-        return (_verdict(target, now, firing=False, action="", threshold=0.0, note=note),)
+        return (_verdict(target, now, began=None, action="", threshold=0.0, note=note),)
+
+    def stalls(self) -> tuple[Verdict, ...]:
+        """The stalls going on, as first reported: a new leader's incident core hears them
+        again, so that it never judges a later change as if nothing had stalled before."""
+        with self._lock:
+            return tuple(self._stalled.values())
 
     def heard(self, release: Incident) -> None:
         """A group was given this release's message: incidents about it may name it."""
@@ -266,9 +278,25 @@ def _own_undo(old: Obj, new: Obj) -> bool:
     return bool(after.get(LAST_ROLLBACK)) and before.get(LAST_ROLLBACK) != after.get(LAST_ROLLBACK)
 
 
+def _stalled_since(obj: Obj) -> datetime | None:
+    """When the Progressing condition turned, by the API server's clock."""
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Progressing":
+            return parse_time(str(condition.get("lastTransitionTime") or ""))
+    return None
+
+
 def _verdict(
-    target: Target, now: Instant, *, firing: bool, action: str, threshold: float, note: str
+    target: Target,
+    now: Instant,
+    *,
+    began: datetime | None,
+    action: str,
+    threshold: float,
+    note: str,
 ) -> Verdict:
+    """A verdict of progress-deadline: firing since ``began``, or (None) resolved."""
+    firing = began is not None
     return Verdict(
         rule=PROGRESS_DEADLINE,
         target=target,
@@ -282,5 +310,5 @@ def _verdict(
         source="kubernetes",
         action=action or "notify",
         note=note,
-        began=now.wall if firing else None,
+        began=began,
     )

@@ -205,7 +205,7 @@ class Daemon:
     async def _follow_leadership(self) -> bool:
         """Bring the incident core and the hold windows in line with leadership (``leading``).
         True when this replica has just become the leader: its hold windows were seeded
-        from history and it adopted the open incidents."""
+        from history, it adopted the open incidents and heard the stalls going on."""
         assert self.incidents is not None
         assert self.runner is not None
         if self._shutting_down:  # the incidents in flight finish as they are
@@ -218,6 +218,9 @@ class Daemon:
                 self.notifications.after_takeover()
             await self.runner.seed()
         await self.incidents.lead(leading)
+        stalls = self.releases.rollouts.stalls() if leading else ()
+        if stalls:  # stalls going on before this replica led are breaches all the same
+            await self.incidents.handle(list(stalls))
         return leading
 
     async def _sink(self, verdicts: list[Verdict], at: Instant) -> None:

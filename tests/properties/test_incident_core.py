@@ -308,7 +308,7 @@ class IncidentCore(RuleBasedStateMachine):
         return Instant(self.mono - (self.now - at).total_seconds(), at)
 
     def verdict(self, target: Target, rule: str, began: datetime | None) -> Verdict:
-        return Verdict(
+        verdict = Verdict(
             rule=rule,
             target=target,
             value=0.3,
@@ -322,23 +322,24 @@ class IncidentCore(RuleBasedStateMachine):
             source="alertmanager" if rule.startswith("alertmanager:") else "prometheus",
             action="approve" if rule == self.asking else "rollback",
         )
+        if rule == PROGRESS_DEADLINE:  # as the watch reports it, and again to a new leader
+            return replace(
+                verdict,
+                value=None,
+                op="",
+                threshold=600.0,
+                source="kubernetes",
+                note="the rollout stalled: no progress for 600s",
+            )
+        return verdict
 
     @rule(i=st.integers(0, 5))
     def stalls(self, i: int) -> None:
         """A workload's rollout stalls (ProgressDeadlineExceeded): the built-in rule
         progress-deadline fires now, a signal with no value that explains itself."""
         target = TARGETS[i]
-        w = self.world[target]
-        began = w.breaches.setdefault(PROGRESS_DEADLINE, self.now)
-        stall = replace(
-            self.verdict(target, PROGRESS_DEADLINE, began),
-            value=None,
-            op="",
-            threshold=600.0,
-            source="kubernetes",
-            note="the rollout stalled: no progress for 600s",
-        )
-        self.signal([stall])
+        began = self.world[target].breaches.setdefault(PROGRESS_DEADLINE, self.now)
+        self.signal([self.verdict(target, PROGRESS_DEADLINE, began)])
 
     def signal(self, verdicts: list[Verdict]) -> None:
         if self.state.leading:

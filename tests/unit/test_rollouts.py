@@ -191,18 +191,33 @@ def test_a_stalled_rollout_is_told_failed_and_breaches_progress_deadline() -> No
 
 def test_ignore_tells_the_stall_but_raises_no_breach() -> None:
     """``on_progress_deadline: ignore``: the group still hears deploy_failed; the core
-    gets no verdict. A workload already stalled when first listed raises none either."""
+    gets no verdict, and no stall is kept for a new leader."""
     rollouts = Rollouts(policy("ignore"))
     first = deployment(1, "nginx:1.0")
     rollouts.observe(None, first, now=at(0))
     seen = watch(rollouts, release("nginx:2.0", 2, 2, stalls=True), first=first)
     assert [m.event for m in told(seen)] == [Event.DEPLOY_STARTED, Event.DEPLOY_FAILED]
     assert [v for observed in seen for v in observed.verdicts] == []
+    assert rollouts.stalls() == ()
 
-    listed = Rollouts(policy("rollback"))
+
+def test_a_stall_already_going_on_counts_and_a_new_leader_hears_it() -> None:
+    """A Deployment already stalled when first listed (a restart) is a stall dated when its
+    condition turned, never later than now; it is reported once, and ``stalls`` hands it to
+    a new leader with its first date, until the finished rollout of a fix resolves it. (The
+    soak found a leader that forgot a stall taking a later change for a breach's cause.)"""
+    rollouts = Rollouts(policy("rollback"))
     stalled = release("nginx:2.0", 2, 2, stalls=True)[-1]
-    assert listed.observe(None, stalled, now=at(0)) == Observed()
-    assert listed.observe(stalled, stalled, now=at(1)) == Observed()
+    for condition in stalled["status"]["conditions"]:
+        condition["lastTransitionTime"] = "2026-12-04T08:50:00Z"
+    (verdict,) = rollouts.observe(None, stalled, now=at(0)).verdicts
+    assert verdict.began == datetime(2026, 12, 4, 8, 50, tzinfo=UTC)
+    assert rollouts.observe(stalled, stalled, now=at(1)) == Observed()
+    assert rollouts.stalls() == (verdict,)
+    fixed = deployment(5, "nginx:2.1", revision=3)
+    (resolved,) = rollouts.observe(stalled, fixed, now=at(60)).verdicts
+    assert resolved.state is RuleState.INACTIVE
+    assert rollouts.stalls() == ()
 
 
 def test_an_incident_is_threaded_with_the_release_it_is_about() -> None:
