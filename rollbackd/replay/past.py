@@ -37,6 +37,7 @@ from rollbackd.rollbacks.plan import (
     plan_rollback,
     rollout_history,
     situation_of,
+    template_images,
 )
 from rollbackd.settings import RollbackSettings
 from rollbackd.state.annotations import (
@@ -142,7 +143,7 @@ class PastCluster:
                 revisions[change.template_hash], current = number, change.template_hash
                 if change.at >= start:
                     rs = workload.replicasets.get(change.template_hash)
-                    images = _images(rs["spec"]["template"]) if rs is not None else ()
+                    images = template_images(rs["spec"]["template"]) if rs is not None else ()
                     found.append(Release(change.at, number, images, change.by))
         return found
 
@@ -254,8 +255,3 @@ class PastCluster:
             at=record.at,
             undo=undo,
         )
-
-
-def _images(template: Obj) -> tuple[str, ...]:
-    containers = (template.get("spec") or {}).get("containers") or []
-    return tuple(str(c.get("image", "")) for c in containers)

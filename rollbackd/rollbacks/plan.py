@@ -52,6 +52,12 @@ class SkipReason(StrEnum):
     ONLY_BAD_TEMPLATES = "only_bad_templates"
 
 
+def template_images(template: Obj) -> tuple[str, ...]:
+    """The images of a pod template's containers, in order."""
+    containers = (template.get("spec") or {}).get("containers") or []
+    return tuple(str(c.get("image", "")) for c in containers)
+
+
 @dataclass(frozen=True)
 class Revision:
     """One entry of a Deployment's rollout history (one ReplicaSet)."""
@@ -66,8 +72,7 @@ class Revision:
 
     @property
     def images(self) -> tuple[str, ...]:
-        containers = self.template.get("spec", {}).get("containers") or []
-        return tuple(str(c.get("image", "")) for c in containers)
+        return template_images(self.template)
 
     @property
     def change_cause(self) -> str:

@@ -47,8 +47,8 @@ from rollbackd.model import (
     Verdict,
     new_incident_id,
 )
-from rollbackd.rollbacks.plan import CHANGE_CAUSE, REVISION, owner_of_workload
-from rollbackd.rollbacks.status import rollout_status
+from rollbackd.rollbacks.plan import CHANGE_CAUSE, REVISION, owner_of_workload, template_images
+from rollbackd.rollbacks.status import progressing, rollout_status
 from rollbackd.settings import RollbackSettings
 from rollbackd.settings.rules import BUILT_IN_RULE
 from rollbackd.state.annotations import LAST_ROLLBACK, parse_time
@@ -96,8 +96,7 @@ def revision_of(obj: Obj) -> int | None:
 
 
 def images_of(obj: Obj) -> tuple[str, ...]:
-    containers = ((obj.get("spec") or {}).get("template") or {}).get("spec", {}).get("containers")
-    return tuple(str(c.get("image", "")) for c in containers or [])
+    return template_images((obj.get("spec") or {}).get("template") or {})
 
 
 def observed(obj: Obj) -> bool:
@@ -106,15 +105,11 @@ def observed(obj: Obj) -> bool:
 
 
 def stall_of(obj: Obj) -> str:
-    """The Progressing condition's message when the current rollout stalled, else ''."""
-    if not observed(obj):
+    """The Progressing condition's message when the current rollout stalled (kubectl's
+    failed rollout), else ''."""
+    if not rollout_status(obj).failed:
         return ""
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Progressing":
-            if condition.get("reason") == "ProgressDeadlineExceeded":
-                return str(condition.get("message") or "ProgressDeadlineExceeded")
-            return ""
-    return ""
+    return str(progressing(obj).get("message") or "ProgressDeadlineExceeded")
 
 
 class Rollouts:
@@ -280,10 +275,7 @@ def _own_undo(old: Obj, new: Obj) -> bool:
 
 def _stalled_since(obj: Obj) -> datetime | None:
     """When the Progressing condition turned, by the API server's clock."""
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "Progressing":
-            return parse_time(str(condition.get("lastTransitionTime") or ""))
-    return None
+    return parse_time(str(progressing(obj).get("lastTransitionTime") or ""))
 
 
 def _verdict(

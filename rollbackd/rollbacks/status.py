@@ -108,6 +108,12 @@ def daemonset_status(daemonset: dict[str, Any]) -> RolloutStatus:
     return RolloutStatus(True, False, f'daemon set "{name}" successfully rolled out')
 
 
+def progressing(deployment: dict[str, Any]) -> dict[str, Any]:
+    """The Deployment's Progressing condition ({} when it has none)."""
+    conditions = (deployment.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == "Progressing"), {})
+
+
 def rollout_status(deployment: dict[str, Any]) -> RolloutStatus:
     """kubectl's DeploymentStatusViewer, rule for rule."""
     meta, spec = deployment["metadata"], deployment.get("spec", {})
@@ -115,10 +121,7 @@ def rollout_status(deployment: dict[str, Any]) -> RolloutStatus:
     name = meta["name"]
     if meta.get("generation", 0) > status.get("observedGeneration", 0):
         return RolloutStatus(False, False, "Waiting for deployment spec update to be observed...")
-    progressing: dict[str, Any] = next(
-        (c for c in status.get("conditions") or [] if c.get("type") == "Progressing"), {}
-    )
-    if progressing.get("reason") == "ProgressDeadlineExceeded":
+    if progressing(deployment).get("reason") == "ProgressDeadlineExceeded":
         return RolloutStatus(True, True, f'deployment "{name}" exceeded its progress deadline')
     replicas = spec.get("replicas", 1)
     updated = status.get("updatedReplicas", 0)
